@@ -1,0 +1,37 @@
+"""The application factory: config, logging, database, blueprints, error handlers."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+
+from bridge import db
+from bridge.config import Settings, load_config
+from bridge.errors import register_error_handlers
+from bridge.logging import configure_logging
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Flask:
+    """Build the bridge; settings come from BRIDGE_CONFIG unless given (tests pass them)."""
+    settings = settings or load_config()
+    if configure_logs:
+        configure_logging(settings.logging.level, settings.logging.json)
+    app = Flask("bridge")
+    app.config.update(
+        BRIDGE_SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.intake.max_body_bytes,
+        SECRET_KEY=settings.admin.secret_key or None,
+        JSON_SORT_KEYS=False,
+    )
+    db.init_app(app, settings.database_url)
+    register_error_handlers(app)
+
+    from bridge.hooks.views import bp as hooks_bp
+
+    app.register_blueprint(hooks_bp)
+
+    @app.get("/healthz")
+    def healthz() -> ResponseReturnValue:
+        return jsonify({"status": "ok"})
+
+    return app

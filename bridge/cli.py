@@ -1,0 +1,275 @@
+"""The `bridge` command: thin wrappers over the service modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from typing import Any
+
+import click
+import requests
+
+from bridge.config import Settings, config_path, load_config
+from bridge.errors import ConfigError
+from bridge.hooks.base import Action
+from bridge.hooks.samples import sample
+from bridge.hooks.signature import sign
+from bridge.mappings import resolve
+from bridge.mappings.bundles import QuotaBundle, format_quota
+
+
+class Context:
+    """Loads settings (and the app) only when a command needs them."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_config(self.config)
+            except ConfigError as exc:
+                raise click.ClickException(exc.message) from None
+        return self._settings
+
+    def app(self) -> Any:
+        from bridge.app import create_app
+
+        return create_app(self.settings)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config",
+    envvar="BRIDGE_CONFIG",
+    metavar="PATH",
+    help="Config file (default: $BRIDGE_CONFIG, else config.yaml, else config.example.yaml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Mail provisioning bridge: billing webhooks in, a matching NMS mail server out."""
+    ctx.obj = Context(config or str(config_path()))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@pass_ctx
+def run(ctx: Context, host: str, port: int) -> None:
+    """Serve the bridge with the development server (use gunicorn in production)."""
+    ctx.app().run(host=host, port=port, threaded=True)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_ctx
+def db_upgrade(ctx: Context, revision: str) -> None:
+    """Create or migrate the database schema to the newest version."""
+    from bridge import migrate
+    from bridge.db import make_engine
+
+    engine = make_engine(ctx.settings.database_url)
+    _ensure_sqlite_dir(ctx.settings.database_url)
+    migrate.upgrade(engine, revision)
+    current, head = migrate.current_and_head(engine)
+    click.echo(f"database at revision {current} (newest: {head})")
+
+
+@db.command("current")
+@pass_ctx
+def db_current(ctx: Context) -> None:
+    """Show the database's schema revision and the newest one."""
+    from bridge import migrate
+    from bridge.db import make_engine
+
+    current, head = migrate.current_and_head(make_engine(ctx.settings.database_url))
+    click.echo(f"database at revision {current or 'none'} (newest: {head})")
+    if current != head:
+        click.echo("run `bridge db upgrade` to migrate", err=True)
+        sys.exit(1)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@cli.group()
+def mappings() -> None:
+    """Product tiers and add-ons."""
+
+
+@mappings.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def mappings_check(ctx: Context, as_json: bool) -> None:
+    """Validate the mappings and print the resolved table."""
+    m = ctx.settings.mappings
+    products = {
+        source: {
+            pid: {"tier": tier, "bundle": resolve(m, source, pid).bundle.as_dict()}
+            for pid, tier in table.items()
+        }
+        for source, table in m.products.items()
+    }
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "tiers": {name: b.as_dict() for name, b in m.tiers.items()},
+                    "products": products,
+                    "addons": {
+                        s: {n: b.as_dict() for n, b in t.items()} for s, t in m.addons.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+        return
+    names = QuotaBundle.field_names()
+    rows = [(name, *[format_quota(v) for v in b.as_dict().values()]) for name, b in m.tiers.items()]
+    _table("Tiers", ("tier", *names), rows)
+    rows = [(s, pid, p["tier"]) for s, table in products.items() for pid, p in table.items()]
+    _table("Products", ("source", "product", "tier"), rows)
+    rows = [
+        (s, n, *[format_quota(v) for v in b.as_dict().values()])
+        for s, table in m.addons.items()
+        for n, b in table.items()
+    ]
+    _table("Add-ons (per unit)", ("source", "option", *names), rows)
+    click.echo(
+        f"mappings OK: {len(m.tiers)} tiers, {sum(len(t) for t in m.products.values())} "
+        f"products, {sum(len(t) for t in m.addons.values())} add-ons"
+    )
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    click.secho(title, bold=True)
+    if not rows:
+        click.echo("  (none)\n")
+        return
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        click.echo(
+            ("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False))).rstrip()
+        )
+    click.echo()
+
+
+@cli.group()
+def hooks() -> None:
+    """Webhook tools."""
+
+
+def _addon(_ctx: Any, _param: Any, values: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    for value in values:
+        name, sep, qty = value.partition("=")
+        if not sep or not qty.isdigit():
+            raise click.BadParameter(f"{value!r}: use NAME=QUANTITY, e.g. extra_mailboxes=5")
+        out[name] = int(qty)
+    return out
+
+
+@hooks.command("send")
+@click.argument("source")
+@click.argument("action", type=click.Choice([a.value for a in Action]))
+@click.option("--service", "service", type=int, required=True, help="Billing service id.")
+@click.option("--product", type=int, help="Billing product id (default: the first mapped one).")
+@click.option(
+    "--addon",
+    "addons",
+    multiple=True,
+    callback=_addon,
+    metavar="NAME=QTY",
+    help="Add-on quantity; repeat for several.",
+)
+@click.option("--client", type=int, help="Client id (for transfer: the new owner).")
+@click.option("--to-service", type=int, help="transfer only: move mail ownership to this service.")
+@click.option("--password", help="Password for create/change_password (default: random).")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Bridge base URL.")
+@click.option("--id", "webhook_id", help="webhook-id to send (default: a new one).")
+def hooks_send(
+    source: str,
+    action: str,
+    service: int,
+    product: int | None,
+    addons: dict[str, int],
+    client: int | None,
+    to_service: int | None,
+    password: str | None,
+    url: str,
+    webhook_id: str | None,
+) -> None:
+    """Sign a realistic sample event for SOURCE and post it to the bridge.
+
+    \b
+    Example:  bridge hooks send whmcs create --service 1001
+    """
+    ctx = click.get_current_context().find_object(Context)
+    assert ctx is not None
+    settings = ctx.settings
+    src = settings.sources.get(source)
+    if src is None:
+        raise click.BadParameter(
+            f'no source "{source}"; configured: {", ".join(settings.sources)}', param_hint="SOURCE"
+        )
+    if product is None:
+        mapped = list(settings.mappings.products.get(source, {}))
+        product = int(mapped[0]) if mapped and mapped[0].isdigit() else 1
+    options: dict[str, Any] = {
+        "product": product,
+        "addons": addons,
+        "client": client,
+        "password": password,
+        "to_service": to_service,
+    }
+    body = json.dumps(sample(src.kind, Action(action), service, **options)).encode()
+    msg_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(src.secrets[0], msg_id, timestamp, body),
+    }
+    target = f"{url.rstrip('/')}/hooks/{source}"
+    try:
+        response = requests.post(target, data=body, headers=headers, timeout=(5, 60))
+    except requests.RequestException as exc:
+        raise click.ClickException(
+            f"could not reach the bridge at {target}: {exc.__class__.__name__}; is it running "
+            "(`make run`)?"
+        ) from None
+    try:
+        answer = response.json()
+        text = json.dumps(answer, indent=2)
+    except ValueError:
+        answer, text = {}, response.text[:500]
+    click.echo(f"POST {target} -> HTTP {response.status_code}")
+    click.echo(text)
+    if response.status_code >= 400 or answer.get("status") == "failed":
+        sys.exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="bridge")

@@ -1,0 +1,327 @@
+"""Settings: one YAML file, `${VAR}` from the environment, validated once at start.
+
+A wrong or missing value stops the boot with the key's path and the reason, e.g.
+`sources.whmcs.secrets.0: environment variable WHMCS_SECRET is not set`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from bridge.errors import ConfigError
+from bridge.mappings import Mappings
+from bridge.mappings.schema import MappingsSchema
+
+DEFAULT_CONFIG = "config.yaml"
+FALLBACK_CONFIG = "config.example.yaml"
+
+#: About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then every 10 h (DESIGN.md section 3).
+DEFAULT_RETRY_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000)
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class MailServerSettings:
+    """How to reach the NMS API v1 and how gently."""
+
+    base_url: str
+    username: str
+    password: str = field(repr=False)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    rate_limit_per_s: float = 10.0
+    unlimited_value: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """One billing system installation that may post to /hooks/<name>."""
+
+    name: str
+    kind: str
+    secrets: tuple[str, ...] = field(repr=False)
+    tolerance_s: int = 300
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    """Limits of the webhook front door."""
+
+    max_body_bytes: int = 262144
+    inline_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """When to try a failed reconcile again."""
+
+    schedule_s: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE_S
+    give_up_after_h: float = 72.0
+    lease_s: int = 120
+
+
+@dataclass(frozen=True)
+class TerminationSettings:
+    """Never a hasty delete: how long a terminated account stays disabled first."""
+
+    grace_days: float = 7.0
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """Staff console secrets."""
+
+    secret_key: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """Log level and format."""
+
+    level: str = "INFO"
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bridge reads from its config file, frozen after start."""
+
+    database_url: str
+    mailserver: MailServerSettings
+    sources: Mapping[str, SourceSettings]
+    mappings: Mappings
+    intake: IntakeSettings = IntakeSettings()
+    retry: RetrySettings = RetrySettings()
+    termination: TerminationSettings = TerminationSettings()
+    admin: AdminSettings = AdminSettings()
+    logging: LoggingSettings = LoggingSettings()
+    path: str = ""
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class MailServerSchema(_Strict):
+    base_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    username = fields.String(required=True, validate=validate.Length(min=1))
+    password = fields.String(required=True, validate=validate.Length(min=1))
+    verify_tls = fields.Boolean(load_default=True)
+    ca_bundle = fields.String(load_default=None, allow_none=True)
+    connect_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=120))
+    read_timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=600))
+    rate_limit_per_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=20))
+    unlimited_value = fields.Integer(load_default=None, allow_none=True, strict=True)
+
+    @validates_schema
+    def ca_bundle_exists(self, data: dict[str, Any], **kwargs: Any) -> None:
+        bundle = data.get("ca_bundle")
+        if bundle and not Path(bundle).is_file():
+            raise ValidationError(f"file {bundle} does not exist", "ca_bundle")
+
+
+class SourceSchema(_Strict):
+    kind = fields.String(required=True)
+    secrets = fields.List(
+        fields.String(), required=True, validate=validate.Length(min=1, error="list one secret")
+    )
+    tolerance_s = fields.Integer(load_default=300, validate=validate.Range(min=1, max=3600))
+
+    @validates_schema
+    def known_kind_and_secrets(self, data: dict[str, Any], **kwargs: Any) -> None:
+        from bridge.hooks import ADAPTERS
+        from bridge.hooks.signature import decode_secret
+
+        if data.get("kind") not in ADAPTERS:
+            raise ValidationError(f"must be one of: {', '.join(sorted(ADAPTERS))}", "kind")
+        errors = {}
+        for i, secret in enumerate(data.get("secrets") or []):
+            try:
+                decode_secret(secret)
+            except ValueError as exc:
+                errors[i] = [str(exc)]
+        if errors:
+            raise ValidationError(errors, "secrets")
+
+
+class IntakeSchema(_Strict):
+    max_body_bytes = fields.Integer(
+        load_default=262144, validate=validate.Range(min=1024, max=10 * 1024 * 1024)
+    )
+    inline_timeout_s = fields.Float(load_default=20.0, validate=validate.Range(min=0, max=120))
+
+
+class RetrySchema(_Strict):
+    schedule_s = fields.List(
+        fields.Integer(validate=validate.Range(min=1)),
+        load_default=list(DEFAULT_RETRY_SCHEDULE_S),
+        validate=validate.Length(min=1),
+    )
+    give_up_after_h = fields.Float(load_default=72.0, validate=validate.Range(min=0))
+    lease_s = fields.Integer(load_default=120, validate=validate.Range(min=10, max=3600))
+
+
+class TerminationSchema(_Strict):
+    grace_days = fields.Float(load_default=7.0, validate=validate.Range(min=0))
+
+
+class AdminSchema(_Strict):
+    secret_key = fields.String(load_default="")
+
+
+class LoggingSchema(_Strict):
+    level = fields.String(
+        load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
+    )
+    json = fields.Boolean(load_default=False)
+
+
+class SettingsSchema(MappingsSchema):
+    database_url = fields.String(load_default="sqlite:///instance/bridge.db")
+    mailserver = fields.Nested(MailServerSchema, required=True)
+    sources = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9_-]*$")),
+        values=fields.Nested(SourceSchema),
+        required=True,
+    )
+    intake = fields.Nested(IntakeSchema, load_default=lambda: IntakeSchema().load({}))
+    retry = fields.Nested(RetrySchema, load_default=lambda: RetrySchema().load({}))
+    termination = fields.Nested(
+        TerminationSchema, load_default=lambda: TerminationSchema().load({})
+    )
+    admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
+    logging = fields.Nested(LoggingSchema, load_default=lambda: LoggingSchema().load({}))
+
+    @validates_schema
+    def mappings_name_known_sources(self, data: dict[str, Any], **kwargs: Any) -> None:
+        sources = data.get("sources") or {}
+        for section in ("products", "addons"):
+            for source in data.get(section) or {}:
+                if source not in sources:
+                    raise ValidationError(
+                        {source: [f'no source "{source}" under sources:']}, section
+                    )
+
+
+def _flatten(messages: Any, path: str = "") -> list[str]:
+    if isinstance(messages, dict):
+        out: list[str] = []
+        for key, value in messages.items():
+            if key == "_schema":
+                out += _flatten(value, path)
+            else:
+                out += _flatten(value, f"{path}.{key}" if path else str(key))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [f"{path or '(top level)'}: {m.rstrip('.')}" for m in messages]
+    if isinstance(messages, list):
+        return [line for m in messages for line in _flatten(m, path)]
+    return [f"{path or '(top level)'}: {messages}"]
+
+
+def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {
+            k: interpolate(v, environ, f"{path}.{k}" if path else str(k)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [interpolate(v, environ, f"{path}.{i}") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ and environ[name] != "":
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError("config_invalid", f"{path}: environment variable {name} is not set")
+
+    return _VAR.sub(substitute, value)
+
+
+def parse_settings(raw: Any, environ: Mapping[str, str], path: str = "") -> Settings:
+    """Validate a parsed YAML tree and freeze it into Settings."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config_invalid", f"{path or 'config'}: the top level must be a mapping")
+    data = interpolate(raw, environ)
+    try:
+        loaded = SettingsSchema().load(data)
+    except ValidationError as exc:
+        lines = _flatten(exc.messages)
+        raise ConfigError(
+            "config_invalid",
+            f"{path or 'config'} is not valid:\n  " + "\n  ".join(lines),
+            errors=exc.messages if isinstance(exc.messages, dict) else None,
+        ) from None
+    sources = {
+        name: SourceSettings(
+            name=name, kind=s["kind"], secrets=tuple(s["secrets"]), tolerance_s=s["tolerance_s"]
+        )
+        for name, s in loaded["sources"].items()
+    }
+    retry = dict(loaded["retry"])
+    retry["schedule_s"] = tuple(retry["schedule_s"])
+    return Settings(
+        database_url=loaded["database_url"],
+        mailserver=MailServerSettings(**loaded["mailserver"]),
+        sources=sources,
+        mappings=Mappings(
+            tiers=loaded["tiers"], products=loaded["products"], addons=loaded["addons"]
+        ),
+        intake=IntakeSettings(**loaded["intake"]),
+        retry=RetrySettings(**retry),
+        termination=TerminationSettings(**loaded["termination"]),
+        admin=AdminSettings(**loaded["admin"]),
+        logging=LoggingSettings(**loaded["logging"]),
+        path=path,
+    )
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """BRIDGE_CONFIG, else config.yaml, else config.example.yaml (for `make run`)."""
+    env = os.environ if environ is None else environ
+    if env.get("BRIDGE_CONFIG"):
+        return Path(env["BRIDGE_CONFIG"])
+    if Path(DEFAULT_CONFIG).exists():
+        return Path(DEFAULT_CONFIG)
+    return Path(FALLBACK_CONFIG)
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, interpolate and validate the config file; raise ConfigError naming the key."""
+    env = os.environ if environ is None else environ
+    file = Path(path) if path is not None else config_path(env)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "config_missing",
+            f"config file {file} not found; copy config.example.yaml to config.yaml "
+            "or point BRIDGE_CONFIG at your file",
+        ) from None
+    except OSError as exc:
+        raise ConfigError("config_unreadable", f"config file {file}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError("config_invalid", f"{file}{where}: {problem}") from None
+    return parse_settings(raw, env, str(file))

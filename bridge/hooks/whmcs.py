@@ -1,0 +1,143 @@
+"""WHMCS: the envelope our WHMCS server module posts (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from bridge.hooks.base import Action, BillingEvent, PayloadError, TransferKind, redact
+
+#: WHMCS module function (or our hook's name) -> normalized action.
+ACTIONS: dict[str, Action] = {
+    "CreateAccount": Action.CREATE,
+    "SuspendAccount": Action.SUSPEND,
+    "UnsuspendAccount": Action.UNSUSPEND,
+    "TerminateAccount": Action.TERMINATE,
+    "ChangePackage": Action.CHANGE_PACKAGE,
+    "ChangePassword": Action.CHANGE_PASSWORD,
+    "Renew": Action.RENEW,
+    "MoveService": Action.TRANSFER,
+    "TransferOwnership": Action.TRANSFER,
+}
+NEEDS_PASSWORD = {"CreateAccount", "ChangePassword"}
+NEEDS_CLIENT_EMAIL = {"CreateAccount", "MoveService"}
+
+
+class ClientDetailsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    email = fields.Email(load_default=None)
+    firstname = fields.String(load_default=None, allow_none=True)
+    lastname = fields.String(load_default=None, allow_none=True)
+    companyname = fields.String(load_default=None, allow_none=True)
+
+
+class OptionValue(fields.Field):
+    """A configurable option: a quantity (int or digits) or a choice's name."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if value is None or isinstance(value, (int, str)) and not isinstance(value, bool):
+            return value
+        raise self.make_error("invalid")
+
+    default_error_messages = {"invalid": "must be a number or a string"}
+
+
+class ParamsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    serviceid = fields.Integer(required=True, validate=validate.Range(min=1))
+    pid = fields.Integer(required=True, validate=validate.Range(min=1))
+    userid = fields.Integer(required=True, validate=validate.Range(min=1))
+    username = fields.String(load_default="", allow_none=True)
+    domain = fields.String(load_default="", allow_none=True)
+    password = fields.String(load_default=None, allow_none=True)
+    clientsdetails = fields.Nested(ClientDetailsSchema, load_default=dict)
+    configoptions = fields.Dict(keys=fields.String(), values=OptionValue(), load_default=dict)
+    customfields = fields.Dict(load_default=dict)
+    configoption1 = fields.String(load_default="", allow_none=True)
+    suspendreason = fields.String(load_default=None, allow_none=True)
+    target_serviceid = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    previous_userid = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+
+class EnvelopeSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    event = fields.String(
+        required=True,
+        validate=validate.OneOf(list(ACTIONS), error="must be one of: {choices}"),
+    )
+    occurred_at = fields.AwareDateTime(required=True, format="iso")
+    params = fields.Nested(ParamsSchema, required=True)
+
+    @validates_schema
+    def per_event_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
+        event, params = data.get("event"), data.get("params") or {}
+        errors: dict[str, list[str]] = {}
+        if event in NEEDS_PASSWORD and not params.get("password"):
+            errors["password"] = [f"required for {event}"]
+        if event in NEEDS_CLIENT_EMAIL and not (params.get("clientsdetails") or {}).get("email"):
+            errors["clientsdetails"] = [f"email is required for {event}"]
+        if event == "CreateAccount" and not params.get("username"):
+            errors["username"] = ["required for CreateAccount (the DomainAdmin's username)"]
+        if event == "TransferOwnership" and not params.get("target_serviceid"):
+            errors["target_serviceid"] = ["required for TransferOwnership"]
+        if event == "MoveService" and not params.get("previous_userid"):
+            errors["previous_userid"] = ["required for MoveService"]
+        if errors:
+            raise ValidationError({"params": errors})
+
+
+def _name(details: dict[str, Any]) -> str | None:
+    parts = [details.get("firstname"), details.get("lastname")]
+    name = " ".join(p for p in parts if p) or details.get("companyname")
+    return name or None
+
+
+class WhmcsAdapter:
+    """Parses the WHMCS connector's envelope."""
+
+    def parse(self, body: dict[str, Any], signed_at: int) -> BillingEvent:
+        """Validate the envelope and map the module function to an action."""
+        try:
+            data = EnvelopeSchema().load(body)
+        except ValidationError as exc:
+            raise PayloadError(exc.messages) from None  # type: ignore[arg-type]
+        event, params = data["event"], data["params"]
+        details = params["clientsdetails"]
+        raw_params = {k: v for k, v in body["params"].items() if not k.startswith("server")}
+        kind = None
+        if event == "MoveService":
+            kind = TransferKind.CLIENT
+        elif event == "TransferOwnership":
+            kind = TransferKind.OWNERSHIP
+        return BillingEvent(
+            action=ACTIONS[event],
+            native_event=event,
+            service_ref=str(params["serviceid"]),
+            occurred_at=data["occurred_at"],
+            payload=redact({**body, "params": raw_params}),
+            client_ref=str(params["userid"]),
+            client_email=details.get("email"),
+            client_name=_name(details),
+            product_id=str(params["pid"]),
+            tier_key=(params.get("configoption1") or "").strip() or None,
+            addons=dict(params["configoptions"]),
+            username=params["username"] or None,
+            domain=params["domain"] or None,
+            password=params["password"],
+            password_field="params.password",
+            reason=params["suspendreason"],
+            transfer_kind=kind,
+            previous_client_ref=str(params["previous_userid"])
+            if params["previous_userid"]
+            else None,
+            target_service_ref=str(params["target_serviceid"])
+            if params["target_serviceid"]
+            else None,
+        )

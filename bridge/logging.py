@@ -1,0 +1,80 @@
+"""Logging configured once; a filter keeps secrets out of every record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import re
+from typing import Any
+
+_SECRETS = [
+    # key=value or "key": "value" pairs whose key names a secret
+    re.compile(
+        r"""(?P<key>["']?(?:password|passwd|secret|token|auth_token|authorization|api_key)"""
+        r"""["']?\s*[:=]\s*)(?P<q>["']?)(?P<value>[^"'\s,}&]+)""",
+        re.IGNORECASE,
+    ),
+    re.compile(r"(?P<key>Basic\s+|Bearer\s+)(?P<q>)(?P<value>[A-Za-z0-9+/=._~-]{8,})"),
+    re.compile(r"(?P<key>)(?P<q>)(?P<value>whsec_[A-Za-z0-9+/=]+)"),
+    re.compile(r"(?P<key>)(?P<q>)(?P<value>\{SHA512-CRYPT\}\$6\$[^\s\"',]+)"),
+]
+
+
+def redact_text(text: str) -> str:
+    """Mask anything in a log line that looks like a password, hash, token or secret."""
+    for pattern in _SECRETS:
+        text = pattern.sub(lambda m: f"{m.group('key')}{m.group('q')}[redacted]", text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Render each record's message once, masked; arguments never reach a handler raw."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry)
+
+
+def configure_logging(level: str = "INFO", as_json: bool = False) -> None:
+    """Install the root handler, format and redaction filter."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"redact": {"()": RedactingFilter}},
+            "formatters": {
+                "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                "json": {"()": JsonFormatter},
+            },
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "filters": ["redact"],
+                    "formatter": "json" if as_json else "text",
+                }
+            },
+            "root": {"level": level, "handlers": ["stderr"]},
+            "loggers": {"werkzeug": {"level": "INFO"}, "urllib3": {"level": "WARNING"}},
+        }
+    )
