@@ -9,6 +9,7 @@ from bridge import db
 from bridge.config import Settings, load_config
 from bridge.errors import register_error_handlers
 from bridge.logging import configure_logging
+from bridge.provisioning import build_mailserver
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Flask:
@@ -24,6 +25,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         JSON_SORT_KEYS=False,
     )
     db.init_app(app, settings.database_url)
+    app.extensions["bridge.mailserver"] = build_mailserver(
+        settings, app.extensions["bridge.engine"]
+    )
     register_error_handlers(app)
 
     from bridge.hooks.views import bp as hooks_bp

@@ -89,6 +89,7 @@ def lock_service(session: Session, source: str, service_ref: str) -> Service:
             generation=0,
             applied_generation=0,
             attempt_count=0,
+            password_pending=False,
         )
         .on_conflict_do_nothing(index_elements=["source", "service_ref"])
     )
@@ -115,6 +116,7 @@ def _apply_aspect(
     elif aspect == "password":
         if password_hash is not None:
             service.password_hash = password_hash
+            service.password_pending = True
     elif aspect == "owner":
         service.client_ref = event.client_ref
         service.client_email = event.client_email

@@ -6,7 +6,17 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from bridge.db import Base, UTCDateTime, utcnow
@@ -63,6 +73,7 @@ class Service(Base):
     addons: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     desired_state: Mapped[ServiceState | None] = mapped_column(_enum(ServiceState))
     password_hash: Mapped[str | None] = mapped_column(Text)
+    password_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     transfer_to: Mapped[str | None] = mapped_column(String(64))
     aspect_times: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     terminate_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

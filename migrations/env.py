@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 
 from bridge.db import Base
-from bridge.models import Attempt, Event, Service  # noqa: F401  (register the tables)
+from bridge.mailserver.ratelimit import Gate  # noqa: F401  (register the tables)
+from bridge.models import Attempt, Event, Service  # noqa: F401
 
 config = context.config
 connection = config.attributes["connection"]

@@ -71,7 +71,7 @@ def base_config(database_url: str) -> dict[str, Any]:
             },
             "blesta": {"extra_mailboxes": {"mailboxes": 1, "storage_mb": 1024}},
         },
-        "intake": {"max_body_bytes": 4096},
+        "intake": {"max_body_bytes": 4096, "inline_timeout_s": 0},
         "admin": {"secret_key": "test-secret-key"},
     }
 

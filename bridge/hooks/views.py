@@ -15,13 +15,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bridge import ledger
 from bridge.config import Settings
-from bridge.db import get_session, utcnow
+from bridge.db import get_session, sessions, utcnow
 from bridge.errors import BridgeError, error_response
 from bridge.hooks import ADAPTERS
 from bridge.hooks.base import BillingEvent, PayloadError
 from bridge.hooks.signature import SignatureError, verify
 from bridge.models import Event, EventStatus
 from bridge.passwords import check_and_hash
+from bridge.provisioning.jobs import run_inline
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -128,6 +129,11 @@ def receive(source: str) -> ResponseReturnValue:
             "the bridge could not store the event; nothing was recorded, send it again",
             503,
         )
+    if event.status is EventStatus.QUEUED and settings.intake.inline_timeout_s > 0:
+        service_id, event_id = event.service_id, event.id
+        session.close()
+        run_inline(sessions(), current_app.extensions["bridge.mailserver"], settings, service_id)
+        event = session.get(Event, event_id, populate_existing=True)
     log.info(
         "event %s source=%s service=%s action=%s status=%s reason=%s",
         event.id,

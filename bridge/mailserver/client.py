@@ -1,0 +1,446 @@
+"""NMS API v1 client: one method per call the bridge makes, typed results, failures by cause.
+
+Reference: ../shared/reference/nms-api-v1.md (Mailcheap's public API v1 pages, restated).
+Token: password login once, reused until it expires or a 401 says otherwise (then one
+re-login and one retry). Every call passes the shared RateLimiter first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from bridge.config import MailServerSettings
+from bridge.mailserver.errors import PermanentError, TransientError, truncate
+from bridge.mailserver.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+#: Bundle field -> NMS field of the limit -> NMS field of the usage.
+QUOTA_FIELDS = {
+    "domains": ("quota_domains", "quota_domains_used"),
+    "domain_aliases": ("quota_domainaliases", "quota_domainaliases_used"),
+    "aliases": ("quota_aliases", "quota_aliases_used"),
+    "mailboxes": ("quota_mailboxes", "quota_mailboxes_used"),
+    "storage_mb": ("storagequota_total", "storagequota_used"),
+}
+PAGE = 50
+TOKEN_MARGIN_S = 300
+
+
+@dataclass(frozen=True)
+class DomainAdmin:
+    """A DomainAdmin as the mail server reports it."""
+
+    username: str
+    enabled: bool
+    recovery_email: str
+    domains: tuple[str, ...]
+    limits: dict[str, int]
+    used: dict[str, int]
+    password_hash: str | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> DomainAdmin:
+        """Parse one entry of GET /api/v1/accounts/."""
+        return cls(
+            username=data["username"],
+            enabled=int(data.get("enabled", 0)) == 1,
+            recovery_email=data.get("recovery_email") or "",
+            domains=split_list(data.get("domains")),
+            limits={b: int(data.get(limit) or 0) for b, (limit, _) in QUOTA_FIELDS.items()},
+            used={b: int(data.get(used) or 0) for b, (_, used) in QUOTA_FIELDS.items()},
+            password_hash=data.get("password_hash"),
+        )
+
+
+@dataclass(frozen=True)
+class MailUser:
+    """A mailbox account."""
+
+    username: str
+    domain: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Account:
+    """Any account, when only its level matters (username taken by a MailUser, say)."""
+
+    username: str
+    perm_level: str
+    raw: dict[str, Any] = field(repr=False)
+
+
+def split_list(value: Any) -> tuple[str, ...]:
+    """NMS list fields are one comma-separated string (reference section 1)."""
+    if not value:
+        return ()
+    if isinstance(value, list):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(p.strip() for p in str(value).split(",") if p.strip())
+
+
+def join_list(values: tuple[str, ...] | list[str]) -> str:
+    """The inverse of split_list."""
+    return ",".join(values)
+
+
+class TokenCache:
+    """One token per process, shared by its threads; never logged."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.token: str | None = None
+        self.valid_to = 0.0
+        self.logins = 0
+
+
+class MailServer:
+    """Process-wide state for one mail server: HTTP session, token, rate limiter."""
+
+    def __init__(
+        self,
+        settings: MailServerSettings,
+        limiter: RateLimiter | None,
+        *,
+        http: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.limiter = limiter
+        self.http = http or requests.Session()
+        self.http.verify = settings.ca_bundle or settings.verify_tls
+        self.http.headers["User-Agent"] = "mailbridge/0.1"
+        self.tokens = TokenCache()
+        self.clock = clock
+
+    def client(self, deadline: float | None = None) -> MailServerClient:
+        """A client for one reconcile; `deadline` is a time.monotonic() value."""
+        return MailServerClient(self, deadline)
+
+
+@dataclass
+class Call:
+    """One HTTP call as recorded on an attempt (never with a body or credentials)."""
+
+    method: str
+    path: str
+    status: int | None
+    ms: int
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "ms": self.ms,
+            "error": self.error,
+        }
+
+
+class MailServerClient:
+    """The API calls the bridge uses. Raises TransientError or PermanentError."""
+
+    def __init__(self, server: MailServer, deadline: float | None = None) -> None:
+        self.server = server
+        self.settings = server.settings
+        self.deadline = deadline
+        self.calls: list[Call] = []
+
+    @property
+    def write_calls(self) -> int:
+        """How many calls changed something."""
+        return sum(1 for c in self.calls if c.method != "GET" and c.path != "/api/v1/auth/")
+
+    # ---- the API ---------------------------------------------------------------------
+
+    def find_domainadmin(self, username: str) -> DomainAdmin | Account | None:
+        """The account with exactly this username (a DomainAdmin, another level, or None)."""
+        for entry in self._list("/api/v1/accounts/", {"search": username}):
+            if entry.get("username", "").lower() == username.lower():
+                if entry.get("perm_level") == "DomainAdmin":
+                    return DomainAdmin.from_api(entry)
+                return Account(entry["username"], entry.get("perm_level", ""), entry)
+        return None
+
+    def list_domainadmins(self) -> Iterator[DomainAdmin]:
+        """Every DomainAdmin on the server, page by page."""
+        for entry in self._list("/api/v1/accounts/", {"perm_level": "DomainAdmin"}):
+            yield DomainAdmin.from_api(entry)
+
+    def list_mailusers(self, domains: tuple[str, ...]) -> list[MailUser]:
+        """The MailUsers of these domains."""
+        users: dict[str, MailUser] = {}
+        for domain in domains:
+            for entry in self._list(
+                "/api/v1/accounts/", {"perm_level": "MailUser", "search": "@" + domain}
+            ):
+                name = entry.get("username", "")
+                if entry.get("domain") == domain or name.lower().endswith("@" + domain.lower()):
+                    users[name] = MailUser(name, domain, int(entry.get("enabled", 0)) == 1)
+        return sorted(users.values(), key=lambda u: u.username)
+
+    def create_domainadmin(
+        self,
+        username: str,
+        password_hash: str,
+        recovery_email: str,
+        limits: dict[str, int],
+        enabled: bool = True,
+    ) -> None:
+        """POST /api/v1/accounts/ with perm_level DomainAdmin and its quotas."""
+        body: dict[str, Any] = {
+            "username": username,
+            "password": password_hash,
+            "perm_level": "DomainAdmin",
+            "api_access": 0,
+            "enabled": 1 if enabled else 0,
+            "recovery_email": recovery_email,
+            "language": "en",
+            "domains": "",
+        }
+        body.update({QUOTA_FIELDS[b][0]: v for b, v in limits.items()})
+        self._call("POST", "/api/v1/accounts/", body)
+
+    def update_account(self, username: str, changes: dict[str, Any]) -> None:
+        """PATCH /api/v1/accounts/<username>/ with only the changed fields."""
+        self._call("PATCH", f"/api/v1/accounts/{username}/", changes)
+
+    def cascade(self, username: str, action: str) -> None:
+        """Enable or disable a DomainAdmin and every MailUser of its domains."""
+        if action not in ("enable", "disable"):
+            raise ValueError(action)
+        self._call("PATCH", f"/api/v1/accounts/cascade/domainadmin/{username}/{action}/")
+
+    def delete_domainadmin(self, username: str) -> None:
+        """Delete a DomainAdmin and what it owns (the WHMCS plugin's cascade delete)."""
+        self._call("DELETE", f"/api/v1/accounts/cascade/domainadmin/{username}/")
+
+    def transfer_ownership(self, receiver: str) -> None:
+        """Make `receiver` own everything under its `domains` (reference 7.8)."""
+        self._call("POST", f"/api/v1/accounts/cascade/ownership/domainadmin/{receiver}/")
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    def _list(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+            data = self._call("GET", path, params={**params, "limit": PAGE, "start": start})
+            entries = data.get("accounts") if isinstance(data, dict) else None
+            if not isinstance(entries, list):
+                raise TransientError("unexpected_answer", f"GET {path} answered without a list")
+            yield from entries
+            if len(entries) < PAGE:
+                return
+            start += PAGE
+
+    def _timeout(self) -> tuple[float, float]:
+        connect, read = self.settings.connect_timeout_s, self.settings.read_timeout_s
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0.05:
+                raise TransientError("inline_timeout", "out of time to answer within the request")
+            connect, read = min(connect, left), min(read, left)
+        return connect, read
+
+    def _token(self) -> str:
+        cache = self.server.tokens
+        with cache.lock:
+            if cache.token and cache.valid_to - TOKEN_MARGIN_S > self.server.clock():
+                return cache.token
+            cache.token = None
+            body = {"username": self.settings.username, "password": self.settings.password}
+            try:
+                data = self._send("POST", "/api/v1/auth/", body, auth=None)
+            except PermanentError as exc:
+                raise PermanentError(
+                    "mailserver_login_failed",
+                    f"the mail server refused the bridge's login ({exc.message}); check "
+                    "mailserver.username and mailserver.password",
+                ) from None
+            auth = data.get("auth") if isinstance(data, dict) else None
+            if (
+                not isinstance(auth, dict)
+                or auth.get("status") != "success"
+                or not auth.get("auth_token")
+            ):
+                raise PermanentError(
+                    "mailserver_login_failed",
+                    "the mail server refused the bridge's login; check mailserver.username "
+                    "and mailserver.password",
+                )
+            cache.token = str(auth["auth_token"])
+            cache.valid_to = float(auth.get("valid_to") or self.server.clock() + 3600)
+            cache.logins += 1
+            log.info("logged in to the mail server as %s", self.settings.username)
+            return cache.token
+
+    def _forget_token(self, token: str) -> None:
+        cache = self.server.tokens
+        with cache.lock:
+            if cache.token == token:
+                cache.token = None
+
+    def _call(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        token = self._token()
+        try:
+            return self._send(
+                method, path, body, params=params, auth=(self.settings.username, token)
+            )
+        except PermanentError as exc:
+            if exc.status != 401:
+                raise
+        # The token expired or was revoked early: log in again, once, and retry once.
+        self._forget_token(token)
+        token = self._token()
+        try:
+            return self._send(
+                method, path, body, params=params, auth=(self.settings.username, token)
+            )
+        except PermanentError as exc:
+            if exc.status == 401:
+                raise PermanentError(
+                    "mailserver_auth_failed",
+                    "the mail server refused a fresh token; check the MasterAdmin account",
+                    status=401,
+                ) from None
+            raise
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        auth: tuple[str, str] | None,
+    ) -> Any:
+        limiter = self.server.limiter
+        if limiter is not None:
+            deadline_wall = None
+            if self.deadline is not None:
+                deadline_wall = time.time() + (self.deadline - time.monotonic())
+            limiter.acquire(deadline_wall)
+        url = self.settings.base_url.rstrip("/") + path
+        started = time.monotonic()
+        call = Call(method, path, None, 0)
+        self.calls.append(call)
+        try:
+            response = self.server.http.request(
+                method, url, json=body, params=params, auth=auth, timeout=self._timeout()
+            )
+        except requests.Timeout:
+            error: TransientError | PermanentError = TransientError(
+                "mailserver_timeout", f"{method} {path}: no answer in time"
+            )
+        except requests.exceptions.SSLError as exc:
+            error = PermanentError(
+                "tls_verification_failed",
+                f"{method} {path}: the mail server's TLS certificate was not accepted "
+                f"({exc.__class__.__name__}); fix the certificate or set mailserver.ca_bundle",
+            )
+        except requests.ConnectionError:
+            error = TransientError("mailserver_unreachable", f"{method} {path}: connection failed")
+        else:
+            call.status = response.status_code
+            call.ms = int((time.monotonic() - started) * 1000)
+            try:
+                result = self._interpret(method, path, response)
+            except (TransientError, PermanentError) as exc:
+                call.error = exc.reason
+                self._report(exc)
+                raise
+            if limiter is not None:
+                limiter.succeeded()
+            return result
+        call.ms = int((time.monotonic() - started) * 1000)
+        call.error = error.reason
+        self._report(error)
+        raise error
+
+    def _report(self, error: TransientError | PermanentError) -> None:
+        limiter = self.server.limiter
+        if limiter is None:
+            return
+        if isinstance(error, TransientError):
+            limiter.failed(error.retry_after, throttled=error.reason == "rate_limited")
+        else:
+            limiter.succeeded()  # the server is alive; it just said no
+
+    @staticmethod
+    def _interpret(method: str, path: str, response: requests.Response) -> Any:
+        status = response.status_code
+        where = f"{method} {path}"
+        content_type = response.headers.get("Content-Type", "")
+        data: Any = None
+        if "json" in content_type:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+        message = ""
+        if isinstance(data, dict):
+            message = str(data.get("message") or (data.get("auth") or {}).get("message") or "")
+        if status == 429:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            raise TransientError(
+                "rate_limited",
+                f"{where}: the mail server asked us to slow down",
+                status=status,
+                retry_after=retry_after,
+            )
+        if status >= 500 or (status >= 400 and "html" in content_type):
+            kind = "gateway page" if "html" in content_type else "server error"
+            raise TransientError(
+                "mailserver_unavailable", f"{where}: HTTP {status} {kind}", status=status
+            )
+        if status == 401:
+            raise PermanentError(
+                "unauthorized", f"{where}: {message or 'unauthorized'}", status=401
+            )
+        if status >= 400:
+            reason = {400: "rejected", 403: "not_permitted", 404: "not_found", 409: "conflict"}.get(
+                status, "rejected"
+            )
+            code = data.get("error") if isinstance(data, dict) else None
+            detail = f" ({code})" if isinstance(code, str) and code else ""
+            raise PermanentError(
+                reason,
+                f"{where}: HTTP {status}{detail}: {truncate(message or response.text)}",
+                status=status,
+            )
+        if status == 204:
+            return None
+        if data is None:
+            # A 2xx that is not JSON: a proxy page or a broken answer, never a success.
+            raise TransientError(
+                "unexpected_answer", f"{where}: HTTP {status} without a JSON body", status=status
+            )
+        if isinstance(data, dict) and data.get("error"):
+            raise TransientError(
+                "error_body_with_200",
+                f"{where}: HTTP {status} but the body reports an error: "
+                f"{message or data.get('error')}",
+                status=status,
+            )
+        return data
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,47 @@
+"""`bridge worker`: reconcile due services until told to stop (SIGTERM/SIGINT finish the
+current service first, so its lease is released, not left to expire)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.config import Settings
+from bridge.mailserver import MailServer
+from bridge.provisioning.jobs import run_once, worker_id
+
+log = logging.getLogger(__name__)
+IDLE_POLL_S = 1.0
+
+
+def run_forever(
+    factory: sessionmaker[Session],
+    server: MailServer,
+    settings: Settings,
+    stop: threading.Event | None = None,
+) -> int:
+    """Loop until `stop` is set; return how many reconciles ran."""
+    stop = stop or threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("worker: %s received, finishing the current service", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+    owner = worker_id()
+    log.info("worker %s started", owner)
+    done = 0
+    while not stop.is_set():
+        outcome = run_once(factory, server, settings, owner=owner)
+        if outcome is None:
+            stop.wait(IDLE_POLL_S)
+        else:
+            done += 1
+    log.info("worker %s stopped after %d reconciles", owner, done)
+    return done
