@@ -22,11 +22,12 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: install  ## migrate the database, start the NMS simulator and serve the bridge on :8000
+run: install  ## migrate the database, start the NMS simulator and a worker, serve the bridge on :8000
 	mkdir -p instance
 	$(BIN)/bridge db upgrade
 	@$(BIN)/python -m nmsim --port 8025 & sim=$$!; \
-	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/bridge worker & worker=$$!; \
+	trap 'kill $$worker $$sim 2>/dev/null; wait' EXIT INT TERM; \
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
 test: install-dev  ## run the whole suite (SQLite; PostgreSQL when BRIDGE_TEST_DATABASE_URL is set)

@@ -270,6 +270,150 @@ def hooks_send(
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--once", is_flag=True, help="Reconcile what is due now, then exit.")
+@pass_ctx
+def worker(ctx: Context, once: bool) -> None:
+    """Reconcile due services until SIGTERM (which finishes the current one first)."""
+    from bridge.logging import configure_logging
+    from bridge.provisioning.jobs import run_once
+    from bridge.worker import run_forever
+
+    settings = ctx.settings
+    configure_logging(settings.logging.level, settings.logging.json)
+    factory, server = _engine_parts(settings)
+    if once:
+        done = 0
+        while run_once(factory, server, settings) is not None:
+            done += 1
+        click.echo(f"{done} service(s) reconciled")
+        return
+    run_forever(factory, server, settings)
+
+
+def _engine_parts(settings: Settings) -> tuple[Any, Any]:
+    from sqlalchemy.orm import sessionmaker
+
+    from bridge.db import make_engine
+    from bridge.provisioning import build_mailserver
+
+    engine = make_engine(settings.database_url)
+    return sessionmaker(engine, expire_on_commit=False), build_mailserver(settings, engine)
+
+
+def _service_ids(factory: Any, source: str | None, service_ref: str | None) -> list[int]:
+    from sqlalchemy import select
+
+    from bridge.models import Service
+
+    with factory() as session:
+        query = select(Service.id).order_by(Service.id)
+        if source is not None:
+            query = query.where(Service.source == source)
+        if service_ref is not None:
+            query = query.where(Service.service_ref == service_ref)
+        return list(session.scalars(query))
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.argument("service_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Every service (of SOURCE, if given).")
+@click.option("--dry-run", is_flag=True, help="Only show the drift; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def reconcile(
+    ctx: Context,
+    source: str | None,
+    service_id: str | None,
+    all_: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Show drift (desired vs actual, per field) and fix it unless --dry-run.
+
+    \b
+    bridge reconcile whmcs 1001            one service
+    bridge reconcile --all --dry-run       every service, changing nothing
+    """
+    from bridge.provisioning.jobs import inspect, reconcile_now
+
+    if not all_ and not (source and service_id):
+        raise click.UsageError("give SOURCE SERVICE_ID, or --all")
+    settings = ctx.settings
+    factory, server = _engine_parts(settings)
+    ids = _service_ids(factory, source, None if all_ else service_id)
+    if not ids:
+        raise click.ClickException("no such service in the ledger")
+    report: list[dict[str, Any]] = []
+    failures = 0
+    with (
+        click.progressbar(
+            ids, label="reconciling" if not dry_run else "checking", file=sys.stderr, show_pos=True
+        )
+        if all_
+        else _plain(ids) as bar
+    ):
+        for sid in bar:
+            seen = inspect(factory, server, settings, sid)
+            entry: dict[str, Any] = {"service": seen.label}
+            if seen.error is not None:
+                entry.update(error=seen.error.reason, message=seen.error.message)
+                failures += 1
+            else:
+                assert seen.plan is not None
+                entry["drift"] = [
+                    {"field": d.field, "desired": d.desired, "actual": d.actual}
+                    for d in seen.plan.drift
+                ]
+                entry["steps"] = [s.detail for s in seen.plan.steps]
+                if not dry_run and seen.plan.steps:
+                    outcome = reconcile_now(factory, server, settings, sid)
+                    entry["outcome"] = outcome.status
+                    if outcome.reason:
+                        entry.update(reason=outcome.reason, message=outcome.message)
+                    failures += outcome.status not in ("applied",)
+            report.append(entry)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        for entry in report:
+            _print_inspection(entry, dry_run)
+        drifting = sum(1 for e in report if e.get("drift"))
+        click.echo(f"{len(report)} service(s): {drifting} with drift, {failures} with errors")
+    if failures:
+        sys.exit(1)
+
+
+class _plain:
+    def __init__(self, items: list[int]) -> None:
+        self.items = items
+
+    def __enter__(self) -> list[int]:
+        return self.items
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _print_inspection(entry: dict[str, Any], dry_run: bool) -> None:
+    if "error" in entry:
+        click.echo(f"{entry['service']}: cannot reconcile: {entry['error']}: {entry['message']}")
+        return
+    if not entry["drift"] and not entry["steps"]:
+        click.echo(f"{entry['service']}: in sync")
+        return
+    click.echo(f"{entry['service']}:")
+    for d in entry["drift"]:
+        click.echo(f"  {d['field']}: desired {d['desired']}, actual {d['actual']}")
+    verb = "would" if dry_run else "did"
+    for step in entry["steps"]:
+        click.echo(f"  {verb}: {step}")
+    if "outcome" in entry:
+        tail = f" ({entry['reason']}: {entry['message']})" if entry.get("reason") else ""
+        click.echo(f"  outcome: {entry['outcome']}{tail}")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="bridge")

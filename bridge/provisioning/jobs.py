@@ -322,3 +322,68 @@ def run_inline(
         )
     deadline = time.monotonic() + settings.intake.inline_timeout_s
     return reconcile_service(factory, server, settings, service_id, owner, now, deadline)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """Desired vs actual for one service, and what a reconcile would do."""
+
+    service_id: int
+    label: str
+    plan: Plan | None
+    error: BridgeError | None
+
+
+def inspect(
+    factory: sessionmaker[Session],
+    server: MailServer,
+    settings: Settings,
+    service_id: int,
+    now: datetime | None = None,
+) -> Inspection:
+    """Read the DomainAdmin and plan, without changing anything (the dry run)."""
+    now = now or utcnow()
+    with transaction(factory) as session:
+        service = session.get(Service, service_id)
+        if service is None:
+            raise LookupError(service_id)
+        label = f"{service.source}:{service.service_ref}"
+        try:
+            desired = snapshot(session, service, settings)
+        except BridgeError as exc:
+            return Inspection(service_id, label, None, exc)
+    client = server.client()
+    try:
+        actual = client.find_domainadmin(desired.username) if desired.username else None
+        target = None
+        if desired.transfer_to_username:
+            target = client.find_domainadmin(desired.transfer_to_username)
+        return Inspection(service_id, label, plan(desired, actual, now, target), None)
+    except BridgeError as exc:
+        return Inspection(service_id, label, None, exc)
+
+
+def reconcile_now(
+    factory: sessionmaker[Session],
+    server: MailServer,
+    settings: Settings,
+    service_id: int,
+) -> Outcome:
+    """Reconcile one service at once (staff or CLI), whether or not its job is due."""
+    owner = worker_id()
+    now = utcnow()
+    with transaction(factory) as session:
+        service = session.get(Service, service_id)
+        if service is None:
+            raise LookupError(service_id)
+        if service.lease_expires_at is not None and service.lease_expires_at > now:
+            return Outcome(
+                service_id,
+                "busy",
+                "service_busy",
+                "another process is reconciling this service right now",
+            )
+        service.job_due_at = now
+    if claim(factory, now, settings.retry.lease_s, owner, service_id) is None:
+        return Outcome(service_id, "busy", "service_busy", "another process claimed it first")
+    return reconcile_service(factory, server, settings, service_id, owner, now)
