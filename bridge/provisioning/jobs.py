@@ -30,6 +30,9 @@ from bridge.provisioning.reconcile import Desired, Plan, delete_time, execute, p
 
 log = logging.getLogger(__name__)
 
+#: Events whose effect is the bundle: blocked with it when the bundle cannot be applied.
+PACKAGE_ACTIONS = ("create", "change_package")
+
 
 def worker_id() -> str:
     """Who holds a lease: host, process and thread."""
@@ -233,10 +236,22 @@ def _finish(
             service.first_failure_at = None
             service.last_reason = service.last_message = None
             service.job_due_at = now if newer else result_plan.due_at
+            blocked = result_plan.blocked.get("package")
             for event in events:
+                if blocked is not None and event.action in PACKAGE_ACTIONS:
+                    _fail([event], blocked.reason, blocked.message)
+                    continue
+                if event.status is EventStatus.FAILED and _replaced(event, events):
+                    event.status = EventStatus.SUPERSEDED
+                    event.reason = "superseded"
+                    event.message = "a later event for this service replaced it"
+                    continue
                 event.status, event.finished_at = EventStatus.APPLIED, utcnow()
                 event.reason = None
                 event.message = result_plan.note or None
+            if blocked is not None:
+                status, reason, message = "failed", blocked.reason, blocked.message
+                service.last_reason, service.last_message = reason, message
         elif isinstance(error, TransientError) and error.reason == "inline_timeout":
             status, reason, message = "retry", error.reason, error.message
             service.job_due_at = now
@@ -280,6 +295,30 @@ def _finish(
         client.write_calls,
     )
     return Outcome(service_id, status, reason, message, client.write_calls, len(client.calls))
+
+
+_ACTION_ASPECTS = {
+    "create": {"lifecycle", "package", "password", "owner"},
+    "suspend": {"lifecycle"},
+    "unsuspend": {"lifecycle"},
+    "terminate": {"lifecycle"},
+    "change_package": {"package"},
+    "change_password": {"password"},
+    "transfer": {"owner"},
+}
+
+
+def _replaced(event: Event, events: list[Event] | tuple[Event, ...]) -> bool:
+    """True when a newer event of the batch sets everything this one set."""
+    mine = _ACTION_ASPECTS.get(event.action or "", set())
+    newer = set().union(
+        *(
+            _ACTION_ASPECTS.get(e.action or "", set())
+            for e in events
+            if (e.generation or 0) > (event.generation or 0)
+        )
+    )
+    return bool(mine) and mine <= newer
 
 
 def _fail(events: list[Event] | tuple[Event, ...], reason: str, message: str) -> None:

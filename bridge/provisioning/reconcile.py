@@ -74,6 +74,8 @@ class Plan:
     drift: list[Difference] = field(default_factory=list)
     due_at: datetime | None = None
     note: str = ""
+    #: Parts of the desired state that cannot be applied, by aspect (e.g. "package").
+    blocked: dict[str, PermanentError] = field(default_factory=dict)
 
     def add(self, kind: str, detail: str, **args: Any) -> None:
         """Append a step."""
@@ -145,6 +147,8 @@ def plan(
 
     if desired.limits is not None:
         changes = {b: v for b, v in desired.limits.items() if actual.limits.get(b) != v}
+        for b, v in changes.items():
+            result.drift.append(Difference(b, v, actual.limits.get(b)))
         if changes:
             below = [
                 f"{USAGE_WORDS[b]}: {actual.used[b]} in use, new limit {v}"
@@ -152,12 +156,13 @@ def plan(
                 if actual.used.get(b, 0) > v
             ]
             if below:
-                raise PermanentError(
+                # Blocks only the package; suspend, password and the rest still go ahead.
+                result.blocked["package"] = PermanentError(
                     "quota_below_usage",
                     "the new bundle is below what the customer uses: " + "; ".join(below),
                 )
-            for b, v in changes.items():
-                result.drift.append(Difference(b, v, actual.limits.get(b)))
+                changes = {}
+        if changes:
             result.add(
                 "limits",
                 "set "
