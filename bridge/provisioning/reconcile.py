@@ -162,25 +162,27 @@ def plan(
                     "the new bundle is below what the customer uses: " + "; ".join(below),
                 )
                 changes = {}
-        if changes:
-            result.add(
-                "limits",
-                "set "
-                + ", ".join(f"{b} {actual.limits.get(b)} -> {v}" for b, v in changes.items()),
-                changes={QUOTA_FIELDS[b][0]: v for b, v in changes.items()},
-            )
+    else:
+        changes = {}
+    # Quotas, recovery e-mail and password go in one PATCH: the fewest calls.
+    fields: dict[str, Any] = {QUOTA_FIELDS[b][0]: v for b, v in changes.items()}
+    said = [f"{b} {actual.limits.get(b)} -> {v}" for b, v in changes.items()]
     if desired.recovery_email and actual.recovery_email != desired.recovery_email:
         result.drift.append(
             Difference("recovery_email", desired.recovery_email, actual.recovery_email)
         )
-        result.add("recovery_email", f"set recovery e-mail to {desired.recovery_email}")
+        fields["recovery_email"] = desired.recovery_email
+        said.append(f"recovery e-mail -> {desired.recovery_email}")
     if (
         desired.password_pending
         and desired.password_hash
         and (actual.password_hash != desired.password_hash)
     ):
         result.drift.append(Difference("password", "(new from billing)", "(older)"))
-        result.add("password", "set the password from billing (as a SHA512-crypt hash)")
+        fields["password"] = desired.password_hash
+        said.append("password from billing (as a SHA512-crypt hash)")
+    if fields:
+        result.add("update", "set " + ", ".join(said), fields=fields)
 
     if desired.transfer_to_ref is not None:
         _plan_transfer(desired, actual, target, result)
@@ -243,13 +245,10 @@ def execute(
                 desired.limits or {},
             )
             record["password_applied"] = True
-        elif step.kind == "limits":
-            client.update_account(username, step.args["changes"])
-        elif step.kind == "recovery_email":
-            client.update_account(username, {"recovery_email": desired.recovery_email})
-        elif step.kind == "password":
-            client.update_account(username, {"password": desired.password_hash})
-            record["password_applied"] = True
+        elif step.kind == "update":
+            client.update_account(username, step.args["fields"])
+            if "password" in step.args["fields"]:
+                record["password_applied"] = True
         elif step.kind == "disable":
             if step.args.get("remember"):
                 actual = client.find_domainadmin(username)
