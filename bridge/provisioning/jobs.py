@@ -426,3 +426,23 @@ def reconcile_now(
     if claim(factory, now, settings.retry.lease_s, owner, service_id) is None:
         return Outcome(service_id, "busy", "service_busy", "another process claimed it first")
     return reconcile_service(factory, server, settings, service_id, owner, now)
+
+
+def retry_service(session: Session, service_id: int, now: datetime) -> int:
+    """Queue a service's reconcile again (staff retry); its failed events go back to queued.
+
+    Returns how many failed events were re-queued. The caller commits.
+    """
+    service = session.get(Service, service_id)
+    if service is None:
+        raise LookupError(service_id)
+    failed = session.scalars(
+        select(Event).where(Event.service_id == service_id, Event.status == EventStatus.FAILED)
+    ).all()
+    for event in failed:
+        event.status, event.finished_at = EventStatus.QUEUED, None
+        event.reason, event.message = "retry_requested", "queued again by a retry"
+    service.job_due_at = now
+    service.attempt_count = 0
+    service.first_failure_at = None
+    return len(failed)
