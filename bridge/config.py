@@ -86,6 +86,18 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class ClientSetupSettings:
+    """What a reseller's welcome e-mail and client area tell the customer."""
+
+    mail_hostname: str | None = None
+    webmail_url: str | None = None
+    admin_url: str | None = None
+    mx: tuple[tuple[str, int], ...] = ()
+    backup_mx: tuple[str, ...] = ()
+    spf_include: str | None = None
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """Log level and format."""
 
@@ -106,6 +118,7 @@ class Settings:
     termination: TerminationSettings = TerminationSettings()
     admin: AdminSettings = AdminSettings()
     logging: LoggingSettings = LoggingSettings()
+    client_setup: ClientSetupSettings = ClientSetupSettings()
     path: str = ""
 
 
@@ -181,6 +194,20 @@ class AdminSchema(_Strict):
     secret_key = fields.String(load_default="")
 
 
+class MxSchema(_Strict):
+    host = fields.String(required=True, validate=validate.Length(min=1))
+    priority = fields.Integer(required=True, validate=validate.Range(min=0, max=65535))
+
+
+class ClientSetupSchema(_Strict):
+    mail_hostname = fields.String(load_default=None, allow_none=True)
+    webmail_url = fields.Url(load_default=None, allow_none=True, require_tld=False)
+    admin_url = fields.Url(load_default=None, allow_none=True, require_tld=False)
+    mx = fields.List(fields.Nested(MxSchema), load_default=list)
+    backup_mx = fields.List(fields.String(), load_default=list)
+    spf_include = fields.String(load_default=None, allow_none=True)
+
+
 class LoggingSchema(_Strict):
     level = fields.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -203,6 +230,9 @@ class SettingsSchema(MappingsSchema):
     )
     admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
     logging = fields.Nested(LoggingSchema, load_default=lambda: LoggingSchema().load({}))
+    client_setup = fields.Nested(
+        ClientSetupSchema, load_default=lambda: ClientSetupSchema().load({})
+    )
 
     @validates_schema
     def mappings_name_known_sources(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -273,6 +303,7 @@ def parse_settings(raw: Any, environ: Mapping[str, str], path: str = "") -> Sett
         )
         for name, s in loaded["sources"].items()
     }
+    setup = loaded["client_setup"]
     retry = dict(loaded["retry"])
     retry["schedule_s"] = tuple(retry["schedule_s"])
     return Settings(
@@ -287,6 +318,14 @@ def parse_settings(raw: Any, environ: Mapping[str, str], path: str = "") -> Sett
         termination=TerminationSettings(**loaded["termination"]),
         admin=AdminSettings(**loaded["admin"]),
         logging=LoggingSettings(**loaded["logging"]),
+        client_setup=ClientSetupSettings(
+            mail_hostname=setup["mail_hostname"],
+            webmail_url=setup["webmail_url"],
+            admin_url=setup["admin_url"],
+            mx=tuple((m["host"], m["priority"]) for m in setup["mx"]),
+            backup_mx=tuple(setup["backup_mx"]),
+            spf_include=setup["spf_include"],
+        ),
         path=path,
     )
 

@@ -11,16 +11,19 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bridge import ledger
-from bridge.config import Settings
+from bridge.config import Settings, SourceSettings
 from bridge.db import get_session, sessions, utcnow
 from bridge.errors import BridgeError, error_response
 from bridge.hooks import ADAPTERS
 from bridge.hooks.base import BillingEvent, PayloadError
 from bridge.hooks.signature import SignatureError, verify
-from bridge.models import Event, EventStatus
+from bridge.mailserver import MailServerError
+from bridge.mappings import resolve
+from bridge.models import Event, EventStatus, Service
 from bridge.passwords import check_and_hash
 from bridge.provisioning.jobs import run_inline
 
@@ -61,13 +64,22 @@ def answer(event: Event, *, duplicate: bool = False) -> ResponseReturnValue:
     return jsonify(body), status
 
 
-@bp.post("/hooks/<source>")
-def receive(source: str) -> ResponseReturnValue:
-    """Accept one signed lifecycle event from a billing system."""
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """A request whose signature checked out."""
+
+    settings: Settings
+    source: SourceSettings
+    body: bytes
+    signed_at: int
+
+
+def verify_request(source: str) -> Verified:
+    """Look up the source, read the raw body and check its signature; raise BridgeError."""
     settings: Settings = current_app.config["BRIDGE_SETTINGS"]
     src = settings.sources.get(source)
     if src is None:
-        return error_response("unknown_source", f'no source "{source}" is configured', 404)
+        raise BridgeError("unknown_source", f'no source "{source}" is configured', http_status=404)
     body = request.get_data(cache=False)
     try:
         signed_at = verify(
@@ -81,11 +93,26 @@ def receive(source: str) -> ResponseReturnValue:
         )
     except SignatureError as exc:
         log.warning("hook refused source=%s reason=%s", source, exc.reason)
-        return error_response(exc.reason, exc.message, 401)
+        raise BridgeError(exc.reason, exc.message, http_status=401) from None
     if request.mimetype != "application/json":
-        return error_response(
-            "unsupported_media_type", "send the body as Content-Type: application/json", 415
+        raise BridgeError(
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+            http_status=415,
         )
+    return Verified(settings, src, body, signed_at)
+
+
+@bp.post("/hooks/<source>")
+def receive(source: str) -> ResponseReturnValue:
+    """Accept one signed lifecycle event from a billing system."""
+    verified = verify_request(source)
+    settings, src, body, signed_at = (
+        verified.settings,
+        verified.source,
+        verified.body,
+        verified.signed_at,
+    )
     webhook_id = request.headers["webhook-id"]
     digest = hashlib.sha256(body).hexdigest()
     session = get_session()
@@ -147,6 +174,10 @@ def receive(source: str) -> ResponseReturnValue:
 
 
 def _parse(kind: str, body: bytes, signed_at: int) -> Any:
+    return ADAPTERS[kind].parse(_parse_object(body), signed_at)
+
+
+def _parse_object(body: bytes) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -162,4 +193,89 @@ def _parse(kind: str, body: bytes, signed_at: int) -> Any:
             {"_schema": [f"expected a JSON object, got a JSON {_JSON_TYPES[type(data)]}"]},
             "the body must be a JSON object",
         )
-    return ADAPTERS[kind].parse(data, signed_at)
+    return data
+
+
+@bp.post("/hooks/<source>/status")
+def status(source: str) -> ResponseReturnValue:
+    """Connector self-test (WHMCS TestConnection): signed like a hook; checks the mail server."""
+    verified = verify_request(source)
+    server = current_app.extensions["bridge.mailserver"]
+    client = server.client(deadline=time.monotonic() + 10)
+    started = time.monotonic()
+    try:
+        client.find_domainadmin(verified.settings.mailserver.username)
+    except MailServerError as exc:
+        return error_response(
+            exc.reason,
+            f"the bridge is up but cannot use the mail server: {exc.message}",
+            503,
+        )
+    return jsonify(
+        {
+            "status": "ok",
+            "source": source,
+            "mailserver": {"reachable": True, "ms": int((time.monotonic() - started) * 1000)},
+        }
+    )
+
+
+@bp.post("/hooks/<source>/service")
+def service_info(source: str) -> ResponseReturnValue:
+    """A service's state and set-up details, for the billing system's client/admin area."""
+    verified = verify_request(source)
+    data = _parse_object(verified.body)
+    ref = data.get("service")
+    if not isinstance(ref, (str, int)) or isinstance(ref, bool) or str(ref) == "":
+        raise PayloadError({"service": ["the billing service id is required"]})
+    session = get_session()
+    service = session.scalar(
+        select(Service).where(Service.source == source, Service.service_ref == str(ref))
+    )
+    if service is None:
+        return error_response("unknown_service", f"no service {ref} from {source} yet", 404)
+    last = session.scalar(
+        select(Event).where(Event.service_id == service.id).order_by(Event.id.desc()).limit(1)
+    )
+    settings = verified.settings
+    try:
+        bundle: dict[str, Any] | None = resolve(
+            settings.mappings, source, service.product_id, service.tier_key, service.addons
+        ).bundle.as_dict()
+    except BridgeError:
+        bundle = None
+    return jsonify(
+        {
+            "service": service.service_ref,
+            "username": service.username,
+            "domain": service.domain,
+            "state": service.desired_state.value if service.desired_state else None,
+            "bundle": bundle,
+            "in_sync": service.applied_generation >= service.generation
+            and service.job_due_at is None,
+            "last_event": None
+            if last is None
+            else {
+                "id": last.id,
+                "action": last.action,
+                "status": last.status.value,
+                "reason": last.reason,
+                "message": last.message,
+            },
+            "setup": setup_info(settings, service.username),
+        }
+    )
+
+
+def setup_info(settings: Settings, username: str | None) -> dict[str, Any]:
+    """Host names, URLs and DNS records a customer needs (from `client_setup:`)."""
+    setup = settings.client_setup
+    return {
+        "username": username,
+        "mail_hostname": setup.mail_hostname,
+        "webmail_url": setup.webmail_url,
+        "admin_url": setup.admin_url,
+        "mx": [{"host": host, "priority": prio} for host, prio in setup.mx],
+        "backup_mx": list(setup.backup_mx),
+        "spf": f"v=spf1 include:{setup.spf_include} -all" if setup.spf_include else None,
+    }
