@@ -25,7 +25,7 @@ from bridge.mailserver import MailServerError
 from bridge.mappings import resolve
 from bridge.models import Event, EventStatus, Service
 from bridge.passwords import check_and_hash
-from bridge.provisioning.jobs import run_inline
+from bridge.provisioning.jobs import retry_service, run_inline
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -119,7 +119,7 @@ def receive(source: str) -> ResponseReturnValue:
     try:
         existing = ledger.find_event(session, source, webhook_id, digest)
         if existing is not None:
-            return answer(existing, duplicate=True)
+            return _redelivered(session, settings, existing)
         parsed = _parse(src.kind, body, signed_at)
         password_hash = None
         if isinstance(parsed, BillingEvent) and parsed.password is not None:
@@ -171,6 +171,22 @@ def receive(source: str) -> ResponseReturnValue:
         event.reason,
     )
     return answer(event)
+
+
+def _redelivered(session: Any, settings: Settings, event: Event) -> ResponseReturnValue:
+    """A repeat delivery. A billing system re-sending an event that failed (WHMCS's Module
+    Queue "Retry") means "try again": the service is reconciled again before answering."""
+    if event.status is EventStatus.FAILED and event.service_id is not None:
+        retry_service(session, event.service_id, utcnow())
+        session.commit()
+        event_id, service_id = event.id, event.service_id
+        session.close()
+        if settings.intake.inline_timeout_s > 0:
+            run_inline(
+                sessions(), current_app.extensions["bridge.mailserver"], settings, service_id
+            )
+        event = session.get(Event, event_id, populate_existing=True)
+    return answer(event, duplicate=True)
 
 
 def _parse(kind: str, body: bytes, signed_at: int) -> Any:

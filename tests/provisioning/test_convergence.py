@@ -189,3 +189,22 @@ def test_unmapped_product_applies_after_the_mapping_is_fixed(app, client, sim, c
     outcome = reconcile_now(sessions(app), app.extensions["bridge.mailserver"], fixed, service_id)
     assert outcome.status == "applied"
     assert sim.account("mail1001")["quota_mailboxes"] == 25
+
+
+def test_redelivery_of_a_failed_event_retries_it(app, client, sim, config_tree):
+    body = json.dumps(whmcs_envelope(Action.CREATE, 1001, product=77)).encode()
+    first = client.post(
+        "/hooks/whmcs", data=body, headers=signed_headers("whmcs", body, webhook_id="msg_q1")
+    )
+    assert first.get_json()["reason"] == "unmapped_product"
+
+    from bridge.config import parse_settings
+
+    config_tree["products"]["whmcs"][77] = "starter"
+    app.config["BRIDGE_SETTINGS"] = parse_settings(config_tree, {})  # operator fixed the config
+    again = client.post(
+        "/hooks/whmcs", data=body, headers=signed_headers("whmcs", body, webhook_id="msg_q1")
+    )
+    answer = again.get_json()
+    assert (again.status_code, answer["status"], answer["duplicate"]) == (200, "applied", True)
+    assert sim.account("mail1001") is not None
