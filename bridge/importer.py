@@ -1,0 +1,243 @@
+"""Adopting accounts that already exist (made by the deprecated plugin or by hand).
+
+Import never creates twice and never deletes: it links billing services to the DomainAdmins
+already on the mail server, records their desired state from billing, and reports drift.
+Only `--apply` reconciles the drift. The server's DomainAdmins are listed once, page by page
+(about one call per 50 accounts), so a large import stays far below the rate limit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.config import Settings
+from bridge.db import transaction, utcnow
+from bridge.errors import BridgeError
+from bridge.ledger import lock_service
+from bridge.mailserver import DomainAdmin, MailServer
+from bridge.models import Service, ServiceState
+from bridge.provisioning.jobs import reconcile_now, snapshot
+from bridge.provisioning.reconcile import plan
+
+#: WHMCS export column names we accept for each field (case and spaces ignored).
+COLUMNS = {
+    "service_ref": ("id", "serviceid", "service id", "service_id"),
+    "product_id": ("pid", "product id", "productid", "packageid", "product_id"),
+    "client_ref": ("userid", "client id", "clientid", "client_id"),
+    "client_email": ("email", "client email", "clientemail", "client_email"),
+    "username": ("username",),
+    "status": ("status", "domainstatus"),
+    "domain": ("domain",),
+}
+STATES = {"active": ServiceState.ACTIVE, "suspended": ServiceState.SUSPENDED}
+SKIPPED_STATUSES = {"pending", "terminated", "cancelled", "canceled", "fraud", "completed"}
+
+
+class CsvImportError(BridgeError):
+    """The CSV cannot be read as a services export."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One billing service from the export."""
+
+    line: int
+    service_ref: str
+    product_id: str
+    client_ref: str | None
+    client_email: str | None
+    username: str
+    status: str
+    domain: str | None
+    addons: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one row."""
+
+    line: int
+    service_ref: str
+    username: str
+    outcome: str  # adopted | already_linked | missing_on_server | skipped | error
+    drift: tuple[str, ...] = ()
+    message: str = ""
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.strip().lower().replace("_", " ").split())
+
+
+def read_whmcs_csv(text: str, addon_names: Iterable[str]) -> list[Row]:
+    """Parse a WHMCS products/services export; columns named after add-ons give quantities."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    if not reader.fieldnames:
+        raise CsvImportError("empty_csv", "the CSV has no header row")
+    header = {_norm(h): h for h in reader.fieldnames if h}
+    found: dict[str, str] = {}
+    for key, names in COLUMNS.items():
+        for name in names:
+            if _norm(name) in header:
+                found[key] = header[_norm(name)]
+                break
+    missing = [k for k in ("service_ref", "product_id", "username", "status") if k not in found]
+    if missing:
+        raise CsvImportError(
+            "csv_columns_missing",
+            f"the CSV lacks column(s) for {', '.join(missing)}; expected e.g. "
+            + ", ".join(COLUMNS[k][0] for k in missing),
+        )
+    addon_columns = {n: header[_norm(n)] for n in addon_names if _norm(n) in header}
+    rows = []
+    for number, record in enumerate(reader, start=2):
+
+        def get(key: str, record: dict[str, Any] = record) -> str | None:
+            value = (record.get(found[key]) or "").strip() if key in found else ""
+            return value or None
+
+        rows.append(
+            Row(
+                line=number,
+                service_ref=get("service_ref") or "",
+                product_id=get("product_id") or "",
+                client_ref=get("client_ref"),
+                client_email=get("client_email"),
+                username=(get("username") or "").lower(),
+                status=(get("status") or "").lower(),
+                domain=get("domain"),
+                addons={n: (record.get(c) or "0").strip() for n, c in addon_columns.items()},
+            )
+        )
+    return rows
+
+
+def server_index(server: MailServer) -> dict[str, DomainAdmin]:
+    """Every DomainAdmin on the server by lower-case username (one call per 50)."""
+    client = server.client()
+    return {da.username.lower(): da for da in client.list_domainadmins()}
+
+
+def import_row(
+    factory: sessionmaker[Session],
+    server: MailServer,
+    settings: Settings,
+    source: str,
+    row: Row,
+    index: dict[str, DomainAdmin],
+    apply: bool,
+) -> Result:
+    """Link one billing service to its DomainAdmin and record its desired state."""
+    if not row.service_ref or not row.username:
+        return Result(
+            row.line,
+            row.service_ref,
+            row.username,
+            "error",
+            message="service id and username are required",
+        )
+    if row.status in SKIPPED_STATUSES or row.status not in STATES:
+        return Result(
+            row.line,
+            row.service_ref,
+            row.username,
+            "skipped",
+            message=f'status "{row.status}" is not imported (only Active, Suspended)',
+        )
+    actual = index.get(row.username)
+    now = utcnow()
+    with transaction(factory) as session:
+        existing = session.scalar(
+            select(Service).where(Service.source == source, Service.service_ref == row.service_ref)
+        )
+        if existing is not None and existing.applied_generation > 0:
+            linked_before = True
+        else:
+            linked_before = False
+        service = lock_service(session, source, row.service_ref)
+        if service.generation == 0 or not linked_before:
+            service.username = row.username
+            service.domain = row.domain
+            service.client_ref = row.client_ref
+            service.client_email = row.client_email
+            service.product_id = row.product_id
+            service.addons = row.addons
+            service.desired_state = STATES[row.status]
+            service.aspect_times = {a: now.isoformat() for a in ("lifecycle", "package", "owner")}
+            service.generation = max(service.generation, 1)
+        if actual is None:
+            return Result(
+                row.line,
+                row.service_ref,
+                row.username,
+                "missing_on_server",
+                message="no DomainAdmin of this name on the mail server",
+            )
+        if not linked_before:
+            service.applied_generation = service.generation  # linked: it is ours now
+        service_id = service.id
+        try:
+            desired = snapshot(session, service, settings)
+        except BridgeError as exc:
+            return Result(
+                row.line,
+                row.service_ref,
+                row.username,
+                "error",
+                message=f"{exc.reason}: {exc.message}",
+            )
+        found = plan(desired, actual, now)
+        drift = tuple(f"{d.field}: billing {d.desired}, server {d.actual}" for d in found.drift)
+        if drift and not apply:
+            service.generation = service.applied_generation + 1  # visible as not in sync
+    outcome = "already_linked" if linked_before else "adopted"
+    if drift and apply:
+        result = reconcile_now(factory, server, settings, service_id)
+        if result.status != "applied":
+            return Result(
+                row.line,
+                row.service_ref,
+                row.username,
+                "error",
+                drift,
+                f"{result.reason}: {result.message}",
+            )
+    return Result(row.line, row.service_ref, row.username, outcome, drift)
+
+
+def unknown_to_billing(
+    factory: sessionmaker[Session],
+    source: str,
+    index: dict[str, DomainAdmin],
+) -> list[str]:
+    """DomainAdmins on the server that no service of this source names."""
+    with factory() as session:
+        known = {
+            u.lower()
+            for u in session.scalars(select(Service.username).where(Service.source == source))
+            if u
+        }
+    return sorted(name for name in index if name not in known)
+
+
+def summarize(results: Iterable[Result]) -> Counter[str]:
+    """Counts per outcome, plus how many rows drift."""
+    counts: Counter[str] = Counter()
+    for result in results:
+        counts[result.outcome] += 1
+        if result.drift:
+            counts["drift"] += 1
+    return counts
+
+
+def batches(rows: list[Row], size: int) -> Iterator[list[Row]]:
+    """Rows in chunks of `size`."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
