@@ -85,6 +85,7 @@ def db_upgrade(ctx: Context, revision: str) -> None:
     _ensure_sqlite_dir(ctx.settings.database_url)
     migrate.upgrade(engine, revision)
     current, head = migrate.current_and_head(engine)
+    engine.dispose()
     click.echo(f"database at revision {current} (newest: {head})")
 
 
@@ -95,7 +96,9 @@ def db_current(ctx: Context) -> None:
     from bridge import migrate
     from bridge.db import make_engine
 
-    current, head = migrate.current_and_head(make_engine(ctx.settings.database_url))
+    engine = make_engine(ctx.settings.database_url)
+    current, head = migrate.current_and_head(engine)
+    engine.dispose()
     click.echo(f"database at revision {current or 'none'} (newest: {head})")
     if current != head:
         click.echo("run `bridge db upgrade` to migrate", err=True)
@@ -298,7 +301,12 @@ def _engine_parts(settings: Settings) -> tuple[Any, Any]:
     from bridge.provisioning import build_mailserver
 
     engine = make_engine(settings.database_url)
-    return sessionmaker(engine, expire_on_commit=False), build_mailserver(settings, engine)
+    server = build_mailserver(settings, engine)
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.call_on_close(engine.dispose)
+        context.call_on_close(server.http.close)
+    return sessionmaker(engine, expire_on_commit=False), server
 
 
 def _service_ids(factory: Any, source: str | None, service_ref: str | None) -> list[int]:
