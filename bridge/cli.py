@@ -422,6 +422,98 @@ def _print_inspection(entry: dict[str, Any], dry_run: bool) -> None:
         click.echo(f"  outcome: {entry['outcome']}{tail}")
 
 
+@cli.group()
+def services() -> None:
+    """Billing services as the bridge knows them."""
+
+
+@services.command("show")
+@click.argument("source")
+@click.argument("service_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def services_show(ctx: Context, source: str, service_id: str, as_json: bool) -> None:
+    """Desired state, bundle, events and drift of one service."""
+    from sqlalchemy import select
+
+    from bridge.models import Event, Service
+    from bridge.provisioning.jobs import inspect
+
+    settings = ctx.settings
+    factory, server = _engine_parts(settings)
+    with factory() as session:
+        service = session.scalar(
+            select(Service).where(Service.source == source, Service.service_ref == service_id)
+        )
+        if service is None:
+            raise click.ClickException(f"no service {service_id} from {source} in the ledger")
+        events = session.scalars(
+            select(Event).where(Event.service_id == service.id).order_by(Event.id)
+        ).all()
+        info: dict[str, Any] = {
+            "service": f"{source}:{service_id}",
+            "username": service.username,
+            "state": service.desired_state.value if service.desired_state else None,
+            "product": service.product_id,
+            "tier_key": service.tier_key,
+            "addons": service.addons,
+            "client": service.client_email,
+            "generation": service.generation,
+            "applied_generation": service.applied_generation,
+            "next_attempt_at": service.job_due_at.isoformat() if service.job_due_at else None,
+            "last_reason": service.last_reason,
+            "events": [
+                {
+                    "id": e.id,
+                    "action": e.action,
+                    "status": e.status.value,
+                    "reason": e.reason,
+                    "occurred_at": e.occurred_at.isoformat(),
+                }
+                for e in events
+            ],
+        }
+        sid = service.id
+    seen = inspect(factory, server, settings, sid)
+    if seen.error is not None:
+        info["drift_error"] = f"{seen.error.reason}: {seen.error.message}"
+    elif seen.plan is not None:
+        info["drift"] = [
+            {"field": d.field, "desired": d.desired, "actual": d.actual} for d in seen.plan.drift
+        ]
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    for key in (
+        "service",
+        "username",
+        "state",
+        "product",
+        "tier_key",
+        "addons",
+        "client",
+        "generation",
+        "applied_generation",
+        "next_attempt_at",
+        "last_reason",
+    ):
+        click.echo(f"{key:>19}: {info[key]}")
+    click.echo("             events:")
+    for e in info["events"]:
+        click.echo(
+            f"  #{e['id']} {e['occurred_at']} {e['action']} {e['status']} "
+            f"{e['reason'] or ''}".rstrip()
+        )
+    if "drift_error" in info:
+        click.echo(f"drift: cannot read the mail server: {info['drift_error']}")
+    elif info.get("drift"):
+        click.echo("drift:")
+        for d in info["drift"]:
+            click.echo(f"  {d['field']}: desired {d['desired']}, actual {d['actual']}")
+    else:
+        click.echo("drift: none, the mail server matches")
+
+
 @cli.group("import")
 def import_() -> None:
     """Adopt accounts that already exist on the mail server (never creates twice)."""
