@@ -121,6 +121,8 @@ class Event(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     service: Mapped[Service | None] = relationship(back_populates="events")
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(320))
 
 
 class Attempt(Base):

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
-    Boolean,
     Enum,
     ForeignKey,
     Index,
@@ -115,7 +114,6 @@ class LoginAttempt(Base):
     email: Mapped[str] = mapped_column(String(320))
     ip: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class StaffError(BridgeError):
@@ -265,7 +263,6 @@ def _window_failures(session: Session, email: str, ip: str, since: datetime) -> 
                 LoginAttempt.email == email,
                 LoginAttempt.ip == ip,
                 LoginAttempt.at > since,
-                LoginAttempt.succeeded.is_(False),
             )
             .order_by(LoginAttempt.at)
         )
@@ -286,7 +283,7 @@ def authenticate(session: Session, email: str, password: str, ip: str, now: date
     user = find_staff(session, address)
     ok = verify_password(password, user.password_hash if user else _dummy_hash())
     if user is None or not ok or user.disabled_at is not None:
-        session.add(LoginAttempt(email=address, ip=ip, at=now, succeeded=False))
+        session.add(LoginAttempt(email=address, ip=ip, at=now))
         # Old rows are of no further use to the limit.
         session.execute(delete(LoginAttempt).where(LoginAttempt.at < now - 2 * LOGIN_WINDOW))
         raise LoginRefusedError("invalid_login", "wrong e-mail or password")

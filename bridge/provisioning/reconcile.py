@@ -142,7 +142,9 @@ def plan(
         result.note = f"deletion after the grace period, at {delete_at.isoformat()}"
         if actual.enabled:
             result.drift.append(Difference("enabled", False, True))
-            result.add("disable", "disable it until the deletion", remember=True)
+            result.add(
+                "disable", "disable it until the deletion", remember=True, domains=actual.domains
+            )
         return result
 
     if desired.limits is not None:
@@ -190,11 +192,18 @@ def plan(
     if state is ServiceState.SUSPENDED and actual.enabled:
         result.drift.append(Difference("enabled", False, True))
         result.add(
-            "disable", "suspend: remember enabled mailboxes, then disable all", remember=True
+            "disable",
+            "suspend: remember enabled mailboxes, then disable all",
+            remember=True,
+            domains=actual.domains,
         )
     elif state is ServiceState.ACTIVE and not actual.enabled:
         result.drift.append(Difference("enabled", True, False))
-        result.add("enable", "unsuspend: enable, then keep disabled what was disabled before")
+        result.add(
+            "enable",
+            "unsuspend: enable, then keep disabled what was disabled before",
+            domains=actual.domains,
+        )
     return result
 
 
@@ -251,9 +260,8 @@ def execute(
                 record["password_applied"] = True
         elif step.kind == "disable":
             if step.args.get("remember"):
-                actual = client.find_domainadmin(username)
-                domains = actual.domains if isinstance(actual, DomainAdmin) else ()
-                enabled = [u.username for u in client.list_mailusers(domains) if u.enabled]
+                users = client.list_mailusers(step.args["domains"])
+                enabled = [u.username for u in users if u.enabled]
                 remember(enabled)  # stored before the disable, so a crash cannot lose it
                 record["suspended_accounts"] = enabled
             client.cascade(username, "disable")
@@ -261,10 +269,8 @@ def execute(
             client.cascade(username, "enable")
             memory = desired.suspended_accounts
             if memory is not None:
-                actual = client.find_domainadmin(username)
-                domains = actual.domains if isinstance(actual, DomainAdmin) else ()
                 keep = set(memory)
-                for user in client.list_mailusers(domains):
+                for user in client.list_mailusers(step.args["domains"]):
                     if user.enabled and user.username not in keep:
                         client.update_account(user.username, {"enabled": 0})
             record["suspended_accounts"] = None

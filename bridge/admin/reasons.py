@@ -1,0 +1,103 @@
+"""Reason codes in words: what happened and what a support person does about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A reason for people."""
+
+    title: str
+    todo: str
+
+
+_FIX_THEN_RETRY = "Fix the cause, then press Retry."
+_WAIT = "Nothing to do: the worker retries on its schedule. Retry now to try at once."
+
+REASONS: dict[str, Explanation] = {
+    "unmapped_product": Explanation(
+        "The billing product has no tier",
+        "Add the product under products: in the config (see Mappings), restart the bridge, "
+        "then press Retry.",
+    ),
+    "unknown_tier": Explanation(
+        "The product names a tier that is not configured",
+        "Add the tier under tiers: or correct the product's tier setting, then press Retry.",
+    ),
+    "invalid_addon_quantity": Explanation(
+        "An add-on quantity is not a whole number",
+        "Correct the configurable option in the billing system, then send the change again.",
+    ),
+    "quota_below_usage": Explanation(
+        "The new package is smaller than what the customer already uses",
+        "Ask the customer to remove mailboxes or domains (or keep the bigger package), "
+        "then press Retry.",
+    ),
+    "username_taken": Explanation(
+        "The username belongs to another account on the mail server",
+        "Choose another username in the billing system, or adopt the account with "
+        "`bridge import`; then press Retry.",
+    ),
+    "not_provisioned": Explanation(
+        "The service was never created",
+        "The billing system has not sent a create for this service; run Create there.",
+    ),
+    "no_bundle": Explanation(
+        "The service has no product to size it by",
+        "Send a create or package change from the billing system.",
+    ),
+    "transfer_target_unknown": Explanation(
+        "The receiving service has no DomainAdmin",
+        "Create the receiving service first, then press Retry.",
+    ),
+    "unlimited_not_supported": Explanation(
+        "The tier asks for unlimited, and no number is configured for it",
+        "Set mailserver.unlimited_value in the config, restart, then press Retry.",
+    ),
+    "mailserver_unreachable": Explanation("The mail server could not be reached", _WAIT),
+    "mailserver_unavailable": Explanation("The mail server answered with an error page", _WAIT),
+    "mailserver_timeout": Explanation("The mail server did not answer in time", _WAIT),
+    "circuit_open": Explanation(
+        "Calls to the mail server are paused after repeated failures", _WAIT
+    ),
+    "rate_limited": Explanation("The mail server asked the bridge to slow down", _WAIT),
+    "error_body_with_200": Explanation(
+        "The mail server said OK but its answer reported an error", _WAIT
+    ),
+    "unexpected_answer": Explanation("The mail server's answer made no sense", _WAIT),
+    "inline_timeout": Explanation(
+        "Not finished within the billing system's request", "The worker finishes it shortly."
+    ),
+    "tls_verification_failed": Explanation(
+        "The mail server's TLS certificate was not accepted",
+        "Fix the certificate, or set mailserver.ca_bundle for a private CA; then press Retry.",
+    ),
+    "mailserver_login_failed": Explanation(
+        "The mail server refused the bridge's login",
+        "Check mailserver.username and mailserver.password, restart, then press Retry.",
+    ),
+    "mailserver_auth_failed": Explanation(
+        "The mail server refused a fresh token",
+        "Check the MasterAdmin account on the mail server, then press Retry.",
+    ),
+    "rejected": Explanation("The mail server rejected a call", _FIX_THEN_RETRY),
+    "not_permitted": Explanation("The mail server refused a call as not permitted", _FIX_THEN_RETRY),
+    "not_found": Explanation("The mail server did not find what a call named", _FIX_THEN_RETRY),
+    "conflict": Explanation("The mail server reported a conflict", _FIX_THEN_RETRY),
+    "superseded": Explanation(
+        "A newer event for this service already set the same thing", "Nothing to do."
+    ),
+    "not_provisioning": Explanation("This event provisions nothing", "Nothing to do."),
+    "retry_requested": Explanation(
+        "Queued again by a retry", "The worker applies it shortly (or press Retry to apply now)."
+    ),
+}
+
+
+def explain(reason: str | None) -> Explanation | None:
+    """The explanation of a reason code, or a plain one for codes not listed."""
+    if not reason:
+        return None
+    return REASONS.get(reason) or Explanation(reason.replace("_", " ").capitalize(), "")

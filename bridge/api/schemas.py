@@ -1,0 +1,345 @@
+"""marshmallow schemas of the staff JSON API: input validated with RAISE, output dumped."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from bridge.events_query import DEFAULT_PAGE, MAX_PAGE, EventFilter
+from bridge.hooks.base import Action
+from bridge.models import EventStatus
+
+_FILTER_FIELDS = (
+    "status",
+    "source",
+    "action",
+    "service",
+    "service_id",
+    "reason",
+    "product",
+    "since",
+    "until",
+    "unresolved",
+)
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _text(description: str) -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=64), metadata={"description": description}
+    )
+
+
+class EventFilterSchema(_Strict):
+    """Which events: every field narrows the set; all are optional."""
+
+    status = fields.Enum(EventStatus, by_value=True, metadata={"description": "event status"})
+    source = _text("billing source name, as under sources: in the config")
+    action = fields.String(
+        validate=validate.OneOf([a.value for a in Action]),
+        metadata={"description": "normalized lifecycle action"},
+    )
+    service = _text("the billing system's service id")
+    service_id = fields.Integer(
+        strict=False,
+        validate=validate.Range(min=1),
+        metadata={"description": "the bridge's own service id"},
+    )
+    reason = _text("failure or outcome reason, e.g. unmapped_product")
+    product = _text("the service's billing product id")
+    since = fields.AwareDateTime(
+        default_timezone=UTC,
+        metadata={"description": "received at or after (ISO 8601; no zone means UTC)"},
+    )
+    until = fields.AwareDateTime(
+        default_timezone=UTC,
+        metadata={"description": "received before (ISO 8601; no zone means UTC)"},
+    )
+    unresolved = fields.Boolean(metadata={"description": "only events nobody marked resolved"})
+
+    @validates_schema
+    def range_is_ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and until <= since:
+            raise ValidationError("must be later than since", "until")
+
+
+def to_filter(data: dict[str, Any]) -> EventFilter:
+    """The EventFilter of loaded filter fields."""
+    return EventFilter(**{k: v for k, v in data.items() if k in _FILTER_FIELDS})
+
+
+class EventQuerySchema(EventFilterSchema):
+    """GET /api/events: a filter plus a keyset cursor."""
+
+    before = fields.Integer(
+        strict=False,
+        validate=validate.Range(min=1),
+        metadata={"description": "events with a smaller id (the next, older page)"},
+    )
+    after = fields.Integer(
+        strict=False,
+        validate=validate.Range(min=0),
+        metadata={"description": "events with a larger id (the previous, newer page)"},
+    )
+    limit = fields.Integer(
+        strict=False,
+        load_default=DEFAULT_PAGE,
+        validate=validate.Range(min=1, max=MAX_PAGE),
+        metadata={"description": f"page size, at most {MAX_PAGE}"},
+    )
+
+    @validates_schema
+    def one_cursor(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("before") is not None and data.get("after") is not None:
+            raise ValidationError("give before or after, not both", "after")
+
+    @post_load
+    def split(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {
+            "filter": to_filter(data),
+            "before": data.get("before"),
+            "after": data.get("after"),
+            "limit": data["limit"],
+        }
+
+
+class BulkRetrySchema(EventFilterSchema):
+    """POST /api/events/retry: which failed events; `dry_run` only counts."""
+
+    dry_run = fields.Boolean(
+        load_default=False, metadata={"description": "count the services, queue nothing"}
+    )
+
+
+class RetrySchema(_Strict):
+    """POST /api/events/{id}/retry."""
+
+    apply = fields.Boolean(
+        load_default=True,
+        metadata={"description": "reconcile at once (default); false only queues it"},
+    )
+
+
+class ResolveSchema(_Strict):
+    """POST /api/events/{id}/resolve."""
+
+    note = fields.String(
+        load_default=None,
+        validate=validate.Length(max=500),
+        metadata={"description": "why it needs no retry"},
+    )
+
+
+# ---- output -------------------------------------------------------------------------------
+
+
+class ErrorSchema(Schema):
+    """The error shape shared with the webhook intake."""
+
+    error = fields.String(required=True, metadata={"description": "snake_case reason"})
+    message = fields.String(required=True)
+    errors = fields.Dict(metadata={"description": "per field, for invalid input"})
+
+
+class EventSchema(Schema):
+    """One event, without its payload."""
+
+    id = fields.Integer()
+    source = fields.String()
+    webhook_id = fields.String()
+    native_event = fields.String()
+    action = fields.String(allow_none=True)
+    service_id = fields.Integer(allow_none=True)
+    service_ref = fields.String(allow_none=True)
+    occurred_at = fields.DateTime()
+    received_at = fields.DateTime()
+    status = fields.Enum(EventStatus, by_value=True)
+    reason = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+    generation = fields.Integer(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    resolved_at = fields.DateTime(allow_none=True)
+    resolved_by = fields.String(allow_none=True)
+
+
+class CallSchema(Schema):
+    """One HTTP call to the mail server (never a body or credentials)."""
+
+    method = fields.String()
+    path = fields.String()
+    status = fields.Integer(allow_none=True)
+    ms = fields.Integer()
+    error = fields.String(allow_none=True)
+
+
+class AttemptSchema(Schema):
+    """One reconcile of the event's service."""
+
+    id = fields.Integer()
+    generation = fields.Integer()
+    worker = fields.String()
+    started_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+    calls = fields.List(fields.Nested(CallSchema))
+
+
+class AuditSchema(Schema):
+    """One audit-log entry."""
+
+    id = fields.Integer()
+    at = fields.DateTime()
+    actor = fields.String()
+    via = fields.String()
+    action = fields.String()
+    event_id = fields.Integer(allow_none=True)
+    service_id = fields.Integer(allow_none=True)
+    detail = fields.Dict()
+
+
+class EventDetailSchema(EventSchema):
+    """One event with its redacted payload, its service's attempts and its audit trail."""
+
+    payload = fields.Dict(metadata={"description": "as received, secrets redacted"})
+    attempts = fields.List(fields.Nested(AttemptSchema))
+    audit = fields.List(fields.Nested(AuditSchema))
+
+
+class EventPageSchema(Schema):
+    """A page of events, newest first, with the status counts of the whole filter."""
+
+    events = fields.List(fields.Nested(EventSchema))
+    next_before = fields.Integer(
+        allow_none=True, metadata={"description": "pass as before= for the next page"}
+    )
+    prev_after = fields.Integer(
+        allow_none=True, metadata={"description": "pass as after= for the previous page"}
+    )
+    counts = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), metadata={"description": "per status"}
+    )
+
+
+class OutcomeSchema(Schema):
+    """How a reconcile ended."""
+
+    status = fields.String(metadata={"description": "applied | retry | failed | busy"})
+    reason = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+    calls = fields.Integer()
+    write_calls = fields.Integer()
+
+
+class RetryResultSchema(Schema):
+    """The answer to a retry."""
+
+    event_id = fields.Integer()
+    service_id = fields.Integer()
+    requeued = fields.Integer(metadata={"description": "failed events queued again"})
+    outcome = fields.Nested(OutcomeSchema, allow_none=True)
+    event = fields.Nested(EventSchema)
+
+
+class BulkRetryResultSchema(Schema):
+    """The answer to a bulk retry."""
+
+    services = fields.Integer(metadata={"description": "services queued for a reconcile"})
+    events = fields.Integer(metadata={"description": "failed events among them"})
+    queued = fields.Boolean(metadata={"description": "false for a dry run"})
+
+
+class RowSchema(Schema):
+    """One field of desired vs actual."""
+
+    label = fields.String()
+    desired = fields.String()
+    actual = fields.String()
+    differs = fields.Boolean()
+
+
+class ProblemSchema(Schema):
+    """A reason and a message."""
+
+    reason = fields.String()
+    message = fields.String()
+
+
+class DriftSchema(Schema):
+    """A difference the engine would correct."""
+
+    field = fields.String()
+    desired = fields.Raw()
+    actual = fields.Raw()
+
+
+class ServiceSchema(Schema):
+    """A service: desired state, bundle, desired vs actual, drift, what a reconcile would do."""
+
+    id = fields.Integer()
+    source = fields.String()
+    service_ref = fields.String()
+    username = fields.String(allow_none=True)
+    domain = fields.String(allow_none=True)
+    client_ref = fields.String(allow_none=True)
+    client_email = fields.String(allow_none=True)
+    product_id = fields.String(allow_none=True)
+    tier_key = fields.String(allow_none=True)
+    addons = fields.Dict()
+    desired_state = fields.String(allow_none=True)
+    generation = fields.Integer()
+    applied_generation = fields.Integer()
+    job_due_at = fields.DateTime(allow_none=True)
+    last_reason = fields.String(allow_none=True)
+    last_message = fields.String(allow_none=True)
+    tier = fields.String(allow_none=True)
+    bundle = fields.Dict(allow_none=True)
+    bundle_error = fields.Nested(ProblemSchema, allow_none=True)
+    mailserver_error = fields.Nested(
+        ProblemSchema,
+        allow_none=True,
+        metadata={"description": "set when the mail server could not be read"},
+    )
+    plan_error = fields.Nested(ProblemSchema, allow_none=True)
+    in_sync = fields.Boolean()
+    rows = fields.List(fields.Nested(RowSchema))
+    drift = fields.List(fields.Nested(DriftSchema))
+    steps = fields.List(fields.String(), metadata={"description": "what a reconcile would do"})
+    events = fields.List(fields.Nested(EventSchema))
+    audit = fields.List(fields.Nested(AuditSchema))
+
+
+class UnmappedSchema(Schema):
+    """A product events wait on."""
+
+    source = fields.String()
+    product_id = fields.String(allow_none=True)
+    events = fields.Integer()
+    services = fields.Integer()
+    mapped_now = fields.Boolean(
+        metadata={"description": "the config maps it now: retry those events"}
+    )
+
+
+class MappingsSchema(Schema):
+    """Tiers, products and add-ons as configured, and products waiting for a mapping."""
+
+    tiers = fields.Dict()
+    products = fields.Dict()
+    addons = fields.Dict()
+    unmapped = fields.List(fields.Nested(UnmappedSchema))
+
+
+class MeSchema(Schema):
+    """Who the token belongs to."""
+
+    email = fields.String()
+    role = fields.String()

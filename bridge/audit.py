@@ -1,0 +1,137 @@
+"""The audit log: who did what, when, through which surface (web, api, cli)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Index, Integer, String, or_, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from bridge.db import Base, UTCDateTime
+
+#: The actions written to the log.
+ACTIONS = (
+    "login",
+    "login_failed",
+    "logout",
+    "retry",
+    "bulk_retry",
+    "resolve",
+    "reconcile",
+    "staff_added",
+    "token_issued",
+    "token_revoked",
+)
+
+
+class AuditEntry(Base):
+    """One staff action. Plain ids, no foreign keys: the history outlives what it names."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_event_id", "event_id", "id"),
+        Index("ix_audit_log_service_id", "service_id", "id"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(320))
+    staff_id: Mapped[int | None] = mapped_column(Integer)
+    via: Mapped[str] = mapped_column(String(10))
+    action: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[int | None] = mapped_column(Integer)
+    service_id: Mapped[int | None] = mapped_column(Integer)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def record(
+    session: Session,
+    action: str,
+    *,
+    actor: str,
+    via: str,
+    now: datetime,
+    staff_id: int | None = None,
+    event_id: int | None = None,
+    service_id: int | None = None,
+    ip: str | None = None,
+    **detail: Any,
+) -> AuditEntry:
+    """Add one audit row to the session; the caller commits with the action itself."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    entry = AuditEntry(
+        at=now,
+        actor=actor[:320],
+        staff_id=staff_id,
+        via=via,
+        action=action,
+        event_id=event_id,
+        service_id=service_id,
+        ip=ip[:64] if ip else None,
+        detail={k: v for k, v in detail.items() if v is not None},
+    )
+    session.add(entry)
+    return entry
+
+
+def for_event(
+    session: Session, event_id: int, service_id: int | None, limit: int = 100
+) -> list[AuditEntry]:
+    """Entries about an event, and service-wide ones (retries, reconciles) of its service."""
+    condition = AuditEntry.event_id == event_id
+    if service_id is not None:
+        condition = or_(condition, AuditEntry.service_id == service_id)
+    query = select(AuditEntry).where(condition).order_by(AuditEntry.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def for_service(session: Session, service_id: int, limit: int = 100) -> list[AuditEntry]:
+    """Entries about a service and its events, newest first."""
+    query = (
+        select(AuditEntry)
+        .where(AuditEntry.service_id == service_id)
+        .order_by(AuditEntry.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def recent(session: Session, before: int | None = None, limit: int = 100) -> list[AuditEntry]:
+    """The newest entries, keyset-paginated by id."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
+    return list(session.scalars(query))
+
+
+def describe(entry: AuditEntry) -> str:
+    """One line for people."""
+    d = entry.detail or {}
+    if entry.action == "retry":
+        base = f"retry of service {entry.service_id}"
+        if d.get("requeued") is not None:
+            base += f" ({d['requeued']} failed event(s) queued again)"
+        if d.get("outcome"):
+            base += f": {d['outcome']}"
+            if d.get("reason"):
+                base += f" ({d['reason']})"
+        return base + (" [bulk]" if d.get("bulk") else "")
+    if entry.action == "bulk_retry":
+        return (
+            f"bulk retry: {d.get('services', 0)} service(s), {d.get('events', 0)} event(s); "
+            f"filter {d.get('filter') or {}}"
+        )
+    if entry.action == "resolve":
+        return "marked resolved" + (f": {d['note']}" if d.get("note") else "")
+    if entry.action == "reconcile":
+        tail = f" ({d['reason']})" if d.get("reason") else ""
+        return f"reconcile now: {d.get('outcome', '?')}{tail}"
+    if entry.action == "login_failed":
+        return f"login refused: {d.get('reason', '?')} for {d.get('email', '?')}"
+    if entry.action in ("token_issued", "token_revoked"):
+        return f"{entry.action.replace('_', ' ')}: {d.get('tokens') or d.get('token') or ''}"
+    return entry.action.replace("_", " ")
