@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
-from flask.typing import ResponseReturnValue
+from flask import Flask
 
 from bridge import db
 from bridge.config import Settings, load_config
@@ -34,8 +33,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     app.register_blueprint(hooks_bp)
 
-    @app.get("/healthz")
-    def healthz() -> ResponseReturnValue:
-        return jsonify({"status": "ok"})
+    from bridge.ops import bp as ops_bp
+
+    app.register_blueprint(ops_bp)
 
     return app
