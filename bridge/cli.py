@@ -93,12 +93,21 @@ def db_upgrade(ctx: Context, revision: str) -> None:
 @pass_ctx
 def db_current(ctx: Context) -> None:
     """Show the database's schema revision and the newest one."""
+    from sqlalchemy.exc import OperationalError
+
     from bridge import migrate
     from bridge.db import make_engine
 
     engine = make_engine(ctx.settings.database_url)
-    current, head = migrate.current_and_head(engine)
-    engine.dispose()
+    try:
+        current, head = migrate.current_and_head(engine)
+    except OperationalError as exc:
+        raise click.ClickException(
+            f"cannot open the database ({exc.orig.__class__.__name__}: {exc.orig}); "
+            "check database_url, or run `bridge db upgrade` to create it"
+        ) from None
+    finally:
+        engine.dispose()
     click.echo(f"database at revision {current or 'none'} (newest: {head})")
     if current != head:
         click.echo("run `bridge db upgrade` to migrate", err=True)
@@ -186,7 +195,7 @@ def _addon(_ctx: Any, _param: Any, values: tuple[str, ...]) -> dict[str, int]:
     out = {}
     for value in values:
         name, sep, qty = value.partition("=")
-        if not sep or not qty.isdigit():
+        if not sep or not qty.isascii() or not qty.isdigit():
             raise click.BadParameter(f"{value!r}: use NAME=QUANTITY, e.g. extra_mailboxes=5")
         out[name] = int(qty)
     return out
@@ -656,6 +665,11 @@ def _or_fail(call: Any) -> Any:
         return call()
     except BridgeError as exc:
         raise click.ClickException(f"{exc.reason}: {exc.message}") from None
+
+
+from bridge.cli_staff import register as _register_staff  # noqa: E402
+
+_register_staff(cli)
 
 
 def main() -> None:

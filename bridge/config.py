@@ -136,7 +136,7 @@ class MailServerSchema(_Strict):
     connect_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=120))
     read_timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=600))
     rate_limit_per_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=20))
-    unlimited_value = fields.Integer(load_default=None, allow_none=True, strict=True)
+    unlimited_value = fields.Integer(load_default=None, allow_none=True)
 
     @validates_schema
     def ca_bundle_exists(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -249,8 +249,10 @@ def _flatten(messages: Any, path: str = "") -> list[str]:
     if isinstance(messages, dict):
         out: list[str] = []
         for key, value in messages.items():
-            if key == "_schema":
+            if key in ("_schema", "value"):  # marshmallow nests dict-entry errors under "value"
                 out += _flatten(value, path)
+            elif key == "key":
+                out += _flatten(value, f"{path} (name)")
             else:
                 out += _flatten(value, f"{path}.{key}" if path else str(key))
         return out

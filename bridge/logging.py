@@ -8,23 +8,34 @@ import logging.config
 import re
 from typing import Any
 
+_KEYS = r"password|passwd|secret|token|auth_token|authorization|api_key"
 _SECRETS = [
-    # key=value or "key": "value" pairs whose key names a secret
+    # Basic/Bearer credentials first, so the credential (not the word) is what gets masked
+    re.compile(r"(?P<key>\b(?:Basic|Bearer)\s+)(?P<q>)(?P<value>[A-Za-z0-9+/=._~-]{8,})"),
+    # "key": "quoted value, spaces and all"
     re.compile(
-        r"""(?P<key>["']?(?:password|passwd|secret|token|auth_token|authorization|api_key)"""
-        r"""["']?\s*[:=]\s*)(?P<q>["']?)(?P<value>[^"'\s,}&]+)""",
+        rf"""(?P<key>["']?(?:{_KEYS})["']?\s*[:=]\s*)(?P<q>["'])(?P<value>(?:\\.|(?!(?P=q)).)*)(?P=q)""",
         re.IGNORECASE,
     ),
-    re.compile(r"(?P<key>Basic\s+|Bearer\s+)(?P<q>)(?P<value>[A-Za-z0-9+/=._~-]{8,})"),
+    # key=unquoted_value
+    re.compile(
+        rf"""(?P<key>(?:{_KEYS})\s*[:=]\s*)(?P<q>)(?P<value>(?!\[redacted\])[^"'\s,}}&]+)""",
+        re.IGNORECASE,
+    ),
     re.compile(r"(?P<key>)(?P<q>)(?P<value>whsec_[A-Za-z0-9+/=]+)"),
     re.compile(r"(?P<key>)(?P<q>)(?P<value>\{SHA512-CRYPT\}\$6\$[^\s\"',]+)"),
 ]
 
 
+def _mask(match: re.Match[str]) -> str:
+    quote = match.group("q")
+    return f"{match.group('key')}{quote}[redacted]{quote}"
+
+
 def redact_text(text: str) -> str:
     """Mask anything in a log line that looks like a password, hash, token or secret."""
     for pattern in _SECRETS:
-        text = pattern.sub(lambda m: f"{m.group('key')}{m.group('q')}[redacted]", text)
+        text = pattern.sub(_mask, text)
     return text
 
 

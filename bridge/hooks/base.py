@@ -95,7 +95,11 @@ def redact(value: Any) -> Any:
     """
     if isinstance(value, dict):
         out: dict[str, Any] = {}
-        encrypted = str(value.get("encrypted", "0")) in ("1", "true", "True")
+        encrypted = str(value.get("encrypted", "0")) in ("1", "true", "True") or bool(
+            _SECRET_KEY.search(str(value.get("key", "")))  # {"key": "x_password", "value": ...}
+        )
+        if value.get("option_type") == "password" and value.get("option_value"):
+            value = {**value, "option_value": REDACTED}
         for key, item in value.items():
             if _SECRET_KEY.search(str(key)) and item not in (None, ""):
                 out[key] = REDACTED

@@ -56,7 +56,9 @@ class ParamsSchema(Schema):
     domain = fields.String(load_default="", allow_none=True)
     password = fields.String(load_default=None, allow_none=True)
     clientsdetails = fields.Nested(ClientDetailsSchema, load_default=dict)
-    configoptions = fields.Dict(keys=fields.String(), values=OptionValue(), load_default=dict)
+    configoptions = fields.Dict(
+        keys=fields.String(), values=OptionValue(allow_none=True), load_default=dict
+    )
     customfields = fields.Dict(load_default=dict)
     configoption1 = fields.String(load_default="", allow_none=True)
     suspendreason = fields.String(load_default=None, allow_none=True)

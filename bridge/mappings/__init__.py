@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,7 @@ def _quantity(name: str, raw: Any) -> int:
         return int(raw)
     if isinstance(raw, int):
         quantity = raw
-    elif isinstance(raw, str) and raw.strip().isdigit():
+    elif isinstance(raw, str) and re.fullmatch(r"[0-9]+", raw.strip()):
         quantity = int(raw.strip())
     elif raw in (None, ""):
         quantity = 0
