@@ -4,8 +4,9 @@ The plugin (integrations/blesta) listens to Services.addAfter, editAfter, suspen
 unsuspendAfter, cancelAfter and renewAfter, and posts Blesta's event params
 (`service_id`, `vars`, `old_service`) plus the service as it is after the event
 (`service`, with `package` and its `meta`) and the `client`, under `event`
-(reference/billing-events.md section 2.4). Blesta sends no event time, so the signed
-webhook timestamp (the moment the plugin sent it, inside the Blesta request) is used.
+(reference/billing-events.md section 2.4). Blesta's event data has no time, so the plugin
+adds `occurred_at` (when the event fired; kept when it re-sends from its outbox); without
+it, the signed webhook timestamp is used.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class EnvelopeSchema(Schema):
     old_service = fields.Dict(load_default=dict, allow_none=True)
     service = fields.Dict(load_default=dict, allow_none=True)
     client = fields.Dict(load_default=dict, allow_none=True)
+    occurred_at = fields.AwareDateTime(load_default=None, format="iso")
 
 
 def _fields(service: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +79,13 @@ def _options(vars_: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
                 option.get("option_value") if option.get("option_type") != "quantity" else quantity
             )
     return out
+
+
+def _occurred_at(sent: datetime | None, signed_at: int) -> datetime:
+    """When Blesta fired the event (sent by the plugin, kept when it re-sends from its
+    outbox), never later than the signature; the signature time when absent."""
+    signed = datetime.fromtimestamp(signed_at, UTC)
+    return min(sent, signed) if sent is not None else signed
 
 
 def _str(value: Any) -> str | None:
@@ -155,7 +164,7 @@ class BlestaAdapter:
             action=action,
             native_event=event,
             service_ref=service_ref,
-            occurred_at=datetime.fromtimestamp(signed_at, UTC),
+            occurred_at=_occurred_at(data["occurred_at"], signed_at),
             payload=payload,
             client_ref=_str(client.get("id"))
             or _str(vars_.get("client_id"))

@@ -344,3 +344,17 @@ def test_package_falls_back_to_the_old_service():
     payload = body("Services.suspendAfter", {"status": "suspended"}, service=None)
     parsed = parsed_event(payload)
     assert parsed.product_id == "7" and parsed.tier_key == "business"
+
+
+def test_occurred_at_from_the_plugin_is_kept_but_never_after_the_signature():
+    from bridge.hooks.samples import blesta_body
+
+    signed_at = 1_800_000_000
+    body = blesta_body(Action.SUSPEND, 5)
+    body["occurred_at"] = "2027-01-15T08:00:00+00:00"
+    event = BlestaAdapter().parse(body, signed_at)
+    assert event.occurred_at == datetime(2027, 1, 15, 8, tzinfo=UTC)
+    body["occurred_at"] = "2099-01-01T00:00:00+00:00"
+    assert BlestaAdapter().parse(body, signed_at).occurred_at == datetime.fromtimestamp(
+        signed_at, UTC
+    )

@@ -1,0 +1,474 @@
+<?php
+/**
+ * mailbridge: WHMCS server module that forwards every module command to the mail bridge.
+ *
+ * Install: copy modules/servers/mailbridge/ into WHMCS's modules/servers/. Server entry:
+ * Hostname = the bridge's host name (a path prefix is allowed, e.g. bridge.example.org/mb),
+ * "Secure" ticked (HTTPS, certificate always verified), Port optional, Username = the bridge's
+ * source name (default "whmcs"), Password (or Access Hash) = the source's whsec_ secret.
+ * See docs/connect-whmcs.md in the mailbridge repository.
+ *
+ * Each command posts {"event", "occurred_at", "params"} (DESIGN.md section 6) signed with
+ * Standard Webhooks. "success" only when the bridge answers HTTP 200 "applied"; anything else
+ * is a readable error, so WHMCS shows it and keeps automated actions in its Module Queue.
+ */
+
+if (!defined('WHMCS')) {
+    die('This file cannot be accessed directly');
+}
+
+require_once __DIR__ . '/mailbridge_lib.php';
+
+function mailbridge_MetaData()
+{
+    return [
+        'DisplayName' => 'Mail Bridge (Mailcheap NMS)',
+        'APIVersion' => '1.1',
+        'RequiresServer' => true,
+        'DefaultNonSSLPort' => '80',
+        'DefaultSSLPort' => '443',
+    ];
+}
+
+/**
+ * Product module settings. configoption1 = the bridge's tier key (wins over the bridge's
+ * `products:` mapping when set). Add-ons are Configurable Options on the product, named
+ * `<addon key>|<label>`, e.g. `extra_mailboxes|Extra mailboxes` (quantity type); the key
+ * before the pipe must match an entry under `addons.<source>` in the bridge's config.
+ */
+function mailbridge_ConfigOptions()
+{
+    return [
+        'Tier key' => [
+            'Type' => 'text',
+            'Size' => '25',
+            'Default' => '',
+            'Description' => 'Tier name from the bridge config (e.g. starter). Empty: the bridge '
+                . 'maps this product id. Add-ons: Configurable Options named like '
+                . 'extra_mailboxes|Extra mailboxes.',
+        ],
+    ];
+}
+
+/** The service's properties (WHMCS 7.2+), or null where WHMCS passes no model. */
+function mailbridge_properties(array $params)
+{
+    $model = $params['model'] ?? null;
+    if (is_object($model) && isset($model->serviceProperties) && is_object($model->serviceProperties)) {
+        return $model->serviceProperties;
+    }
+    return null;
+}
+
+function mailbridge_property_get(array $params, string $name): string
+{
+    $props = mailbridge_properties($params);
+    if ($props === null) {
+        return '';
+    }
+    try {
+        return (string) $props->get($name);
+    } catch (Throwable $e) {
+        return '';
+    }
+}
+
+function mailbridge_property_save(array $params, array $values): void
+{
+    $props = mailbridge_properties($params);
+    if ($props === null) {
+        return;
+    }
+    try {
+        $props->save($values);
+    } catch (Throwable $e) {
+        // Bookkeeping only: a failed save costs at most a new webhook-id on the next retry.
+    }
+}
+
+/** Values the WHMCS module log must mask: the secret, and the password as sent. */
+function mailbridge_mask_vars(MailBridgeClient $client, array $params, string $function): array
+{
+    $mask = $client->secrets();
+    if (in_array($function, MailBridgeClient::SENDS_PASSWORD, true) && isset($params['password'])
+        && (string) $params['password'] !== '') {
+        $password = (string) $params['password'];
+        $mask[] = $password;
+        $mask[] = substr(json_encode($password, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE), 1, -1);
+        $mask[] = substr(json_encode($password), 1, -1);
+    }
+    return array_values(array_unique(array_filter($mask, 'strlen')));
+}
+
+function mailbridge_log(string $action, string $request, array $response, $processed, array $mask): void
+{
+    if (!function_exists('logModuleCall')) {
+        return;
+    }
+    logModuleCall(
+        'mailbridge',
+        $action,
+        $request,
+        'HTTP ' . $response['http'] . ($response['curl_errno'] ? ' curl ' . $response['curl_error'] : '')
+            . "\n" . $response['raw'],
+        $processed,
+        $mask
+    );
+}
+
+/**
+ * Send one lifecycle event. The webhook-id and occurred_at of the previous call are reused
+ * only when the same function with the same params is retried after it did not succeed
+ * (WHMCS's Module Queue retry), so the bridge sees a repeat of the same delivery; any other
+ * call gets a new id and the current time.
+ */
+function mailbridge_command(string $function, array $params, array $extra = []): string
+{
+    try {
+        $client = MailBridgeClient::fromParams($params);
+    } catch (MailBridgeConfigError $e) {
+        return 'Mail bridge: ' . $e->getMessage();
+    }
+    if (!in_array($function, ['MoveService', 'CreateAccount'], true)) {
+        $moved = mailbridge_report_move($params);
+        if ($moved !== null && $moved !== 'success') {
+            return $moved;
+        }
+    }
+    try {
+        $send = MailBridgeClient::paramsToSend($function, $params);
+        foreach ($extra as $key => $value) {
+            $send[$key] = $value;
+        }
+        $paramsJson = MailBridgeClient::canonicalJson($send);
+    } catch (MailBridgeConfigError $e) {
+        return 'Mail bridge: ' . $e->getMessage();
+    }
+    $hash = $client->digest($function . "\n" . $paramsJson);
+    $last = json_decode(mailbridge_property_get($params, MailBridgeClient::PROP_LAST_CALL), true);
+    if (is_array($last) && ($last['function'] ?? '') === $function && ($last['hash'] ?? '') === $hash
+        && empty($last['ok']) && !empty($last['id']) && !empty($last['at'])) {
+        $webhookId = (string) $last['id'];
+        $occurredAt = (string) $last['at'];
+    } else {
+        $webhookId = MailBridgeClient::newWebhookId();
+        $occurredAt = MailBridgeClient::nowIso();
+    }
+    $record = ['function' => $function, 'hash' => $hash, 'id' => $webhookId, 'at' => $occurredAt, 'ok' => false];
+    // Saved before sending: a request that dies half-way is retried with the same id.
+    mailbridge_property_save($params, [MailBridgeClient::PROP_LAST_CALL => json_encode($record)]);
+
+    $body = MailBridgeClient::canonicalJson(['event' => $function, 'occurred_at' => $occurredAt, 'params' => $send]);
+    $path = '/hooks/' . $client->source();
+    $response = $client->post($path, $body, $webhookId);
+    [$ok, $message] = MailBridgeClient::outcome($response);
+    mailbridge_log(
+        $function,
+        'POST ' . $response['url'] . "\nwebhook-id: " . $webhookId . "\n\n" . $body,
+        $response,
+        $response['json'] ?? $message,
+        mailbridge_mask_vars($client, $params, $function)
+    );
+    if ($ok) {
+        $record['ok'] = true;
+        $values = [MailBridgeClient::PROP_LAST_CALL => json_encode($record)];
+        if (!empty($params['userid'])) {
+            $values[MailBridgeClient::PROP_OWNER] = (string) $params['userid'];
+        }
+        mailbridge_property_save($params, $values);
+        return 'success';
+    }
+    return $message;
+}
+
+/**
+ * Tell the bridge the service now belongs to another client, when the owner it last reported
+ * differs from $params['userid']. Null when there is nothing to report.
+ */
+function mailbridge_report_move(array $params): ?string
+{
+    $previous = mailbridge_property_get($params, MailBridgeClient::PROP_OWNER);
+    $current = (string) ($params['userid'] ?? '');
+    if ($previous === '' || $current === '' || (int) $previous === (int) $current || (int) $previous < 1) {
+        return null;
+    }
+    return mailbridge_command('MoveService', $params, ['previous_userid' => (int) $previous]);
+}
+
+function mailbridge_CreateAccount(array $params)
+{
+    return mailbridge_command('CreateAccount', $params);
+}
+
+function mailbridge_SuspendAccount(array $params)
+{
+    return mailbridge_command('SuspendAccount', $params);
+}
+
+function mailbridge_UnsuspendAccount(array $params)
+{
+    return mailbridge_command('UnsuspendAccount', $params);
+}
+
+function mailbridge_TerminateAccount(array $params)
+{
+    return mailbridge_command('TerminateAccount', $params);
+}
+
+function mailbridge_ChangePackage(array $params)
+{
+    return mailbridge_command('ChangePackage', $params);
+}
+
+function mailbridge_ChangePassword(array $params)
+{
+    return mailbridge_command('ChangePassword', $params);
+}
+
+function mailbridge_Renew(array $params)
+{
+    return mailbridge_command('Renew', $params);
+}
+
+function mailbridge_AdminCustomButtonArray()
+{
+    return [
+        'Transfer mail ownership' => 'TransferOwnership',
+        'Report client change' => 'MoveService',
+    ];
+}
+
+/**
+ * Admin button "Transfer mail ownership": hands everything this service's DomainAdmin owns
+ * (domains, their mailboxes, aliases and used quota) to the DomainAdmin of another service.
+ * The target service id comes from the product custom field `mailbridge_transfer_to`
+ * (admin-only text field; `mailbridge_transfer_to|Transfer mail to service #` works too).
+ */
+function mailbridge_TransferOwnership(array $params)
+{
+    $target = '';
+    foreach ((array) ($params['customfields'] ?? []) as $name => $value) {
+        if (trim(explode('|', (string) $name, 2)[0]) === 'mailbridge_transfer_to') {
+            $target = trim((string) $value);
+        }
+    }
+    $target = ltrim($target, '#');
+    if ($target === '' || !ctype_digit($target) || (int) $target < 1) {
+        return 'Mail bridge: enter the target service ID (a number) in the custom field '
+            . '"mailbridge_transfer_to" of this service, save, then press the button again';
+    }
+    if ((int) $target === (int) ($params['serviceid'] ?? 0)) {
+        return 'Mail bridge: the target service must be another service, not this one';
+    }
+    return mailbridge_command('TransferOwnership', $params, ['target_serviceid' => (int) $target]);
+}
+
+/**
+ * "Report client change" (also run by the hooks in includes/hooks/mailbridge.php through
+ * the ModuleCustom API): sends MoveService when the service's client differs from the one
+ * the bridge last heard of.
+ */
+function mailbridge_MoveService(array $params)
+{
+    $previous = mailbridge_property_get($params, MailBridgeClient::PROP_OWNER);
+    if ($previous === '') {
+        return 'Mail bridge: nothing to report: no earlier client is on record for this service '
+            . '(it is recorded on each successful module command)';
+    }
+    if ((int) $previous === (int) ($params['userid'] ?? 0)) {
+        return 'Mail bridge: nothing to report: the bridge already has client #' . (int) $previous
+            . ' as the owner';
+    }
+    return mailbridge_report_move($params) ?? 'success';
+}
+
+function mailbridge_TestConnection(array $params)
+{
+    try {
+        $client = MailBridgeClient::fromParams($params);
+    } catch (MailBridgeConfigError $e) {
+        return ['success' => false, 'error' => 'Mail bridge: ' . $e->getMessage()];
+    }
+    $response = $client->post(
+        '/hooks/' . $client->source() . '/status',
+        '{}',
+        MailBridgeClient::newWebhookId(),
+        MailBridgeClient::READ_TIMEOUT_S
+    );
+    $json = $response['json'];
+    mailbridge_log('TestConnection', 'POST ' . $response['url'] . "\n\n{}", $response, $json, $client->secrets());
+    if ($response['http'] === 200 && is_array($json) && ($json['status'] ?? '') === 'ok') {
+        return ['success' => true, 'error' => ''];
+    }
+    if ($response['http'] === 0) {
+        return ['success' => false, 'error' => MailBridgeClient::transportError($response)];
+    }
+    if (is_array($json) && $response['http'] === 503 && isset($json['error'])) {
+        return ['success' => false, 'error' => 'Mail bridge: ' . $json['error'] . ': ' . ($json['message'] ?? '')];
+    }
+    return ['success' => false, 'error' => MailBridgeClient::httpError($response)];
+}
+
+/**
+ * The bridge's view of this service (state, bundle, last event, set-up details), or an
+ * ['error' => text] array.
+ */
+function mailbridge_service_info(array $params): array
+{
+    try {
+        $client = MailBridgeClient::fromParams($params);
+        $body = MailBridgeClient::canonicalJson(['service' => (int) ($params['serviceid'] ?? 0)]);
+    } catch (MailBridgeConfigError $e) {
+        return ['error' => $e->getMessage(), 'client' => null];
+    }
+    $response = $client->post(
+        '/hooks/' . $client->source() . '/service',
+        $body,
+        MailBridgeClient::newWebhookId(),
+        MailBridgeClient::READ_TIMEOUT_S
+    );
+    $json = $response['json'];
+    if ($response['http'] === 200 && is_array($json)) {
+        return ['info' => $json, 'client' => $client];
+    }
+    if ($response['http'] === 404 && is_array($json) && ($json['error'] ?? '') === 'unknown_service') {
+        return ['missing' => true, 'client' => $client];
+    }
+    $error = $response['http'] === 0
+        ? MailBridgeClient::transportError($response)
+        : MailBridgeClient::httpError($response);
+    return ['error' => $error, 'client' => $client];
+}
+
+function mailbridge_h($value): string
+{
+    return htmlspecialchars((string) $value, ENT_QUOTES | ENT_SUBSTITUTE, 'UTF-8');
+}
+
+/** Flat client-area variables (raw values; templates escape them). */
+function mailbridge_setup_vars(array $info): array
+{
+    $setup = is_array($info['setup'] ?? null) ? $info['setup'] : [];
+    $mx = [];
+    foreach ((array) ($setup['mx'] ?? []) as $record) {
+        if (is_array($record) && isset($record['host'])) {
+            $mx[] = ['host' => (string) $record['host'], 'priority' => (int) ($record['priority'] ?? 10)];
+        }
+    }
+    return [
+        'state' => (string) ($info['state'] ?? ''),
+        'in_sync' => !empty($info['in_sync']),
+        'username' => (string) ($setup['username'] ?? ($info['username'] ?? '')),
+        'domain' => (string) ($info['domain'] ?? ''),
+        'mail_hostname' => (string) ($setup['mail_hostname'] ?? ''),
+        'webmail_url' => (string) ($setup['webmail_url'] ?? ''),
+        'admin_url' => (string) ($setup['admin_url'] ?? ''),
+        'mx' => $mx,
+        'backup_mx' => array_map('strval', (array) ($setup['backup_mx'] ?? [])),
+        'spf' => (string) ($setup['spf'] ?? ''),
+        'bundle' => is_array($info['bundle'] ?? null) ? $info['bundle'] : [],
+    ];
+}
+
+/** The client-area panel as escaped HTML. */
+function mailbridge_client_html(array $vars): string
+{
+    $rows = [
+        'Status' => $vars['state'] === 'active' ? 'Active' : ucfirst($vars['state']),
+        'Username' => $vars['username'],
+        'Mail server' => $vars['mail_hostname'],
+    ];
+    $html = '<div class="mailbridge-panel"><table class="table table-striped">';
+    foreach ($rows as $label => $value) {
+        if ($value !== '') {
+            $html .= '<tr><th>' . mailbridge_h($label) . '</th><td>' . mailbridge_h($value) . '</td></tr>';
+        }
+    }
+    foreach (['Webmail' => $vars['webmail_url'], 'Mail admin panel' => $vars['admin_url']] as $label => $url) {
+        if ($url !== '' && preg_match('#^https?://#i', $url)) {
+            $html .= '<tr><th>' . mailbridge_h($label) . '</th><td><a href="' . mailbridge_h($url)
+                . '" target="_blank" rel="noopener">' . mailbridge_h($url) . '</a></td></tr>';
+        }
+    }
+    if ($vars['mx']) {
+        $items = array_map(function ($mx) {
+            return mailbridge_h($mx['priority'] . ' ' . $mx['host']);
+        }, $vars['mx']);
+        $html .= '<tr><th>MX records</th><td>' . implode('<br>', $items) . '</td></tr>';
+    }
+    if ($vars['spf'] !== '') {
+        $html .= '<tr><th>SPF record (TXT)</th><td><code>' . mailbridge_h($vars['spf']) . '</code></td></tr>';
+    }
+    $html .= '</table></div>';
+    return $html;
+}
+
+/**
+ * Client area: returns the template with the set-up details as variables
+ * ({$mailbridge.mail_hostname}, {$mailbridge.webmail_url}, {$mailbridge.mx}, ...), plus the
+ * ready escaped panel as {$mailbridge_panel}.
+ */
+function mailbridge_ClientArea(array $params)
+{
+    $result = mailbridge_service_info($params);
+    if (isset($result['info'])) {
+        $vars = mailbridge_setup_vars($result['info']);
+        $panel = mailbridge_client_html($vars);
+        $notice = '';
+    } else {
+        $vars = mailbridge_setup_vars([]);
+        $panel = '';
+        $notice = isset($result['missing'])
+            ? 'Your mail account is being set up.'
+            : 'Mail account details are unavailable right now. Please try again later.';
+    }
+    return [
+        'templatefile' => 'templates/clientarea',
+        'vars' => [
+            'mailbridge' => $vars,
+            'mailbridge_panel' => $panel,
+            'mailbridge_notice' => $notice,
+        ],
+    ];
+}
+
+/** Admin service tab: the bridge's state, the last event and a link to its event log. */
+function mailbridge_AdminServicesTabFields(array $params)
+{
+    $result = mailbridge_service_info($params);
+    $client = $result['client'] ?? null;
+    $fields = [];
+    if (isset($result['info'])) {
+        $info = $result['info'];
+        $state = (string) ($info['state'] ?? 'unknown');
+        $sync = !empty($info['in_sync']) ? 'in sync with the mail server' : 'not yet applied on the mail server';
+        $bundle = [];
+        foreach ((array) ($info['bundle'] ?? []) as $name => $value) {
+            $bundle[] = mailbridge_h($name . ' ' . (is_scalar($value) ? $value : json_encode($value)));
+        }
+        $fields['Mail bridge state'] = '<strong>' . mailbridge_h($state) . '</strong>, ' . mailbridge_h($sync)
+            . ($bundle ? '<br><small>' . implode(', ', $bundle) . '</small>' : '');
+        $last = $info['last_event'] ?? null;
+        if (is_array($last)) {
+            $text = '#' . ($last['id'] ?? '?') . ' ' . ($last['action'] ?? '') . ': ' . ($last['status'] ?? '');
+            if (!empty($last['reason'])) {
+                $text .= ' (' . $last['reason'] . ')';
+            }
+            if (!empty($last['message'])) {
+                $text .= ' ' . $last['message'];
+            }
+            $fields['Last bridge event'] = mailbridge_h($text);
+        }
+    } elseif (isset($result['missing'])) {
+        $fields['Mail bridge state'] = mailbridge_h('not known to the mail bridge yet (no module command sent)');
+    } else {
+        $fields['Mail bridge state'] = '<span class="text-danger">' . mailbridge_h($result['error'] ?? 'unavailable') . '</span>';
+    }
+    if ($client instanceof MailBridgeClient) {
+        $url = $client->baseUrl() . '/admin/events?source=' . rawurlencode($client->source())
+            . '&service=' . rawurlencode((string) ($params['serviceid'] ?? ''));
+        $fields['Bridge event log'] = '<a href="' . mailbridge_h($url) . '" target="_blank" rel="noopener">'
+            . mailbridge_h('Events of this service on the mail bridge') . '</a>';
+    }
+    return $fields;
+}

@@ -1,0 +1,280 @@
+"""The WHMCS server module, run by real PHP against a live bridge and the NMS simulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from bridge.config import parse_settings
+from bridge.models import Event, EventStatus
+from tests.conftest import WHMCS_SECRET
+from tests.integrations.conftest import INTEGRATIONS, PASSWORD
+from tests.provisioning.conftest import give_domain
+
+
+def test_every_php_file_lints(php):
+    files = sorted(INTEGRATIONS.rglob("*.php"))
+    assert len(files) >= 5
+    for path in [*files, INTEGRATIONS.parent / "tests" / "integrations" / "harness.php"]:
+        done = subprocess.run([php, "-l", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_metadata_and_product_settings(whmcs):
+    meta = whmcs.run({"mode": "whmcs_static", "function": "MetaData"})
+    assert meta["APIVersion"] == "1.1" and meta["RequiresServer"] is True
+    assert meta["DisplayName"]
+    options = whmcs.run({"mode": "whmcs_static", "function": "ConfigOptions"})
+    assert list(options) == ["Tier key"] and options["Tier key"]["Type"] == "text"
+    assert "extra_mailboxes|Extra mailboxes" in options["Tier key"]["Description"]
+    buttons = whmcs.run({"mode": "whmcs_static", "function": "AdminCustomButtonArray"})
+    assert buttons == {
+        "Transfer mail ownership": "TransferOwnership",
+        "Report client change": "MoveService",
+    }
+
+
+def test_lifecycle_reaches_the_mail_server(whmcs, sim):
+    params = whmcs.params()
+    assert whmcs.call("CreateAccount", params) == "success"
+    account = sim.account("mail1042")
+    assert account["perm_level"] == "DomainAdmin" and account["enabled"] == 1
+    assert (account["quota_domains"], account["quota_aliases"]) == (1, 10)
+    assert (account["quota_mailboxes"], account["storagequota_total"]) == (5, 5120)
+    assert account["recovery_email"] == "dana77@acme-example.net"
+    assert whmcs.properties()["mailbridge_owner"] == "77"
+
+    suspend = whmcs.params(suspendreason="Overdue on payment")
+    assert whmcs.call("SuspendAccount", suspend) == "success"
+    assert sim.account("mail1042")["enabled"] == 0
+    assert whmcs.call("UnsuspendAccount", params) == "success"
+    assert sim.account("mail1042")["enabled"] == 1
+
+    upgraded = whmcs.params(options={"extra_mailboxes": 3})
+    assert whmcs.call("ChangePackage", upgraded) == "success"
+    account = sim.account("mail1042")
+    assert (account["quota_mailboxes"], account["storagequota_total"]) == (8, 5120 + 3 * 1024)
+
+    before = account["password_hash"]
+    assert whmcs.call("ChangePassword", whmcs.params(password="New-Mail-Passw0rd!")) == "success"
+    assert sim.account("mail1042")["password_hash"] != before
+
+    assert whmcs.call("Renew", upgraded) == "success"
+    assert whmcs.call("TerminateAccount", upgraded) == "success"
+    assert sim.account("mail1042")["enabled"] == 0  # disabled now, deleted after the grace days
+
+
+def test_tier_key_in_the_product_settings_wins(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params(pid=1, tier="business")) == "success"
+    assert sim.account("mail1042")["quota_mailboxes"] == 25
+
+
+def test_what_is_sent_and_what_is_logged(whmcs, db):
+    tricky = 'Qu"ote/Back\\slash-9x'
+    assert whmcs.call("CreateAccount", whmcs.params(password=tricky)) == "success"
+    assert whmcs.call("SuspendAccount", whmcs.params(password=tricky)) == "success"
+    create, suspend = whmcs.module_log()
+    for entry in (create, suspend):
+        assert WHMCS_SECRET in entry["replace_vars"]
+        stored = "\n".join(entry["stored"])
+        assert WHMCS_SECRET not in stored and WHMCS_SECRET.removeprefix("whsec_") not in stored
+        assert tricky not in stored and json.dumps(tricky)[1:-1] not in stored
+    assert tricky in create["replace_vars"]
+    body = json.loads(create["request"].split("\n\n", 1)[1])
+    assert body["event"] == "CreateAccount" and body["params"]["password"] == tricky
+    assert not [k for k in body["params"] if k.startswith("server") or k == "model"]
+    assert "mailbridge_owner" not in body["params"]["customfields"]
+    suspend_body = json.loads(suspend["request"].split("\n\n", 1)[1])
+    assert "password" not in suspend_body["params"]  # only create and change password carry it
+    assert "mailbridge_last_call" not in suspend_body["params"]["customfields"]
+    events = db.scalars(select(Event).order_by(Event.id)).all()
+    assert len({e.webhook_id for e in events}) == 2
+    assert events[-1].webhook_id == whmcs.last_call()["id"]
+
+
+def test_unmapped_product_is_a_readable_error(whmcs, sim):
+    answer = whmcs.call("CreateAccount", whmcs.params(pid=77))
+    assert answer.startswith("Mail bridge: unmapped_product: ")
+    assert "(bridge event " in answer
+    assert sim.account("mail1042") is None
+
+
+def test_module_queue_retry_reuses_the_delivery(app, whmcs, sim, db, config_tree):
+    params = whmcs.params(pid=77)
+    assert "unmapped_product" in whmcs.call("CreateAccount", params)
+    first = whmcs.last_call()
+    assert first["ok"] is False
+
+    config_tree["products"]["whmcs"][77] = "starter"  # staff add the mapping, then retry
+    app.config["BRIDGE_SETTINGS"] = parse_settings(config_tree, {})
+    assert whmcs.call("CreateAccount", params) == "success"
+    retried = whmcs.last_call()
+    assert (retried["id"], retried["at"], retried["ok"]) == (first["id"], first["at"], True)
+    events = db.scalars(select(Event)).all()
+    assert len(events) == 1 and events[0].webhook_id == first["id"]
+    assert events[0].status is EventStatus.APPLIED
+    assert sim.account("mail1042")["quota_mailboxes"] == 5
+
+    # the same command again is a new invocation: a new id, a new event, nothing to change
+    assert whmcs.call("CreateAccount", params) == "success"
+    again = whmcs.last_call()
+    assert again["id"] != first["id"] and again["at"] != first["at"]
+    assert len(db.scalars(select(Event)).all()) == 2
+
+
+def test_changed_params_get_a_new_id(whmcs, sim):
+    assert "unmapped_product" in whmcs.call("CreateAccount", whmcs.params(pid=77))
+    first = whmcs.last_call()
+    assert whmcs.call("CreateAccount", whmcs.params(pid=2)) == "success"  # product corrected
+    assert whmcs.last_call()["id"] != first["id"]
+    assert sim.account("mail1042")["quota_mailboxes"] == 25
+
+
+def test_queued_is_not_a_success_until_it_applied(whmcs, sim, work):
+    assert whmcs.call("CreateAccount", whmcs.params()) == "success"
+    sim.fault(kind="down")
+    answer = whmcs.call("SuspendAccount", whmcs.params())
+    assert answer.startswith("Queued on the mail bridge (")
+    assert "retry from the Module Queue" in answer
+    queued = whmcs.last_call()
+    assert queued["ok"] is False
+
+    sim.clear_faults()  # the bridge's worker applies it on its schedule
+    assert [o.status for o in work(now=datetime.now(UTC) + timedelta(minutes=10))] == ["applied"]
+    assert whmcs.call("SuspendAccount", whmcs.params()) == "success"  # Module Queue "Retry"
+    assert whmcs.last_call()["id"] == queued["id"]
+    assert sim.account("mail1042")["enabled"] == 0
+
+
+def test_test_connection(whmcs, sim):
+    assert whmcs.call("TestConnection", whmcs.server) == {"success": True, "error": ""}
+    sim.fault(kind="down")
+    answer = whmcs.call("TestConnection", whmcs.server)
+    assert answer["success"] is False
+    assert answer["error"].startswith("Mail bridge: ")
+    assert "cannot use the mail server" in answer["error"]
+
+
+def test_test_connection_with_nothing_listening(whmcs):
+    server = {**whmcs.server, "serverport": 9}
+    answer = whmcs.call("TestConnection", server)
+    assert answer["success"] is False
+    assert answer["error"].startswith("Mail bridge unreachable at http://127.0.0.1:9/hooks/whmcs/")
+
+
+def test_a_wrong_secret_is_a_readable_401(whmcs, sim):
+    other = "whsec_" + "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC0zMmI="
+    answer = whmcs.call("CreateAccount", whmcs.params(serverpassword=other))
+    assert answer.startswith("Mail bridge refused the request (HTTP 401 signature_mismatch)")
+    assert "whsec_" in answer and other not in answer
+    assert sim.account("mail1042") is None
+    bad = whmcs.call("TestConnection", {**whmcs.server, "serverpassword": "not-a-secret"})
+    assert bad["success"] is False and "whsec_" in bad["error"]
+
+
+def test_a_weak_password_is_refused_with_the_field(whmcs, sim):
+    answer = whmcs.call("CreateAccount", whmcs.params(password="short"))
+    assert answer.startswith("Mail bridge refused the request (HTTP 422")
+    assert "params.password" in answer
+
+
+def test_https_is_required_off_loopback_and_tls_is_verified(whmcs):
+    remote = {**whmcs.server, "serverhostname": "bridge.example.org", "serverport": ""}
+    answer = whmcs.call("CreateAccount", whmcs.params(**remote))
+    assert answer.startswith('Mail bridge: tick "Secure" (HTTPS)')
+
+    secure = {**remote, "serversecure": "on", "serverhostname": "bridge.example.org/mb"}
+    options = whmcs.run({"mode": "whmcs_curl_options", "params": secure})
+    assert options["CURLOPT_URL"] == "https://bridge.example.org/mb/hooks/whmcs"
+    assert options["CURLOPT_SSL_VERIFYPEER"] is True
+    assert options["CURLOPT_SSL_VERIFYHOST"] == 2
+    assert options["CURLOPT_CONNECTTIMEOUT"] == 5
+    assert options["CURLOPT_TIMEOUT"] == 25
+    assert options["CURLOPT_FOLLOWLOCATION"] is False
+    headers = options["CURLOPT_HTTPHEADER"]
+    assert "webhook-id: msg_test" in headers and "webhook-timestamp: 1700000000" in headers
+    assert any(h.startswith("webhook-signature: v1,") for h in headers)
+    with_port = whmcs.run({"mode": "whmcs_curl_options", "params": {**secure, "serverport": 8443}})
+    assert with_port["CURLOPT_URL"] == "https://bridge.example.org:8443/mb/hooks/whmcs"
+
+
+def test_signature_matches_the_bridge_verifier(whmcs):
+    from bridge.hooks.signature import sign
+
+    options = whmcs.run({"mode": "whmcs_curl_options", "params": whmcs.server})
+    header = next(h for h in options["CURLOPT_HTTPHEADER"] if h.startswith("webhook-signature"))
+    assert header.split(": ", 1)[1] == sign(WHMCS_SECRET, "msg_test", 1700000000, b"{}")
+
+
+def test_client_area_shows_setup_escaped(app, whmcs, sim, config_tree):
+    missing = whmcs.call("ClientArea", whmcs.params())
+    assert missing["vars"]["mailbridge_notice"] == "Your mail account is being set up."
+    assert whmcs.call("CreateAccount", whmcs.params()) == "success"
+    config_tree["client_setup"]["mail_hostname"] = 'mail.example.net"><script>alert(1)</script>'
+    app.config["BRIDGE_SETTINGS"] = parse_settings(config_tree, {})
+    area = whmcs.call("ClientArea", whmcs.params())
+    assert area["templatefile"] == "templates/clientarea"
+    variables = area["vars"]["mailbridge"]
+    assert variables["username"] == "mail1042" and variables["state"] == "active"
+    assert variables["webmail_url"] == "https://mail.example.net/webmail/"
+    assert variables["spf"] == "v=spf1 include:example.net -all"
+    assert variables["mx"] == [{"host": "mx1.example.net", "priority": 10}]
+    panel = area["vars"]["mailbridge_panel"]
+    assert "<script>" not in panel and "&lt;script&gt;" in panel
+    assert "&quot;&gt;" in panel
+
+
+def test_admin_tab_shows_state_last_event_and_link(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params()) == "success"
+    assert whmcs.call("SuspendAccount", whmcs.params()) == "success"
+    fields = whmcs.call("AdminServicesTabFields", whmcs.params())
+    assert fields["Mail bridge state"].startswith("<strong>suspended</strong>")
+    assert "suspend: applied" in fields["Last bridge event"]
+    assert "/admin/events?source=whmcs&amp;service=1042" in fields["Bridge event log"]
+    sim.fault(kind="down")  # the tab still renders
+    assert "Mail bridge state" in whmcs.call("AdminServicesTabFields", whmcs.params())
+
+
+def test_transfer_mail_ownership_button(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params(1042, pid=2)) == "success"
+    assert whmcs.call("CreateAccount", whmcs.params(1043, client=78, pid=2)) == "success"
+    give_domain(sim, "mail1042", "moving.example", [("a", 100, 1), ("b", 100, 1)])
+
+    answer = whmcs.call("TransferOwnership", whmcs.params(1042, pid=2))
+    assert "mailbridge_transfer_to" in answer and answer != "success"
+    itself = whmcs.params(1042, pid=2, customfields={"mailbridge_transfer_to": "1042"})
+    assert "another service" in whmcs.call("TransferOwnership", itself)
+
+    target = whmcs.params(1042, pid=2, customfields={"mailbridge_transfer_to|Move mail to": "1043"})
+    assert whmcs.call("TransferOwnership", target) == "success"
+    source, receiver = sim.account("mail1042"), sim.account("mail1043")
+    assert source["domains"] == "" and "moving.example" in receiver["domains"]
+    assert receiver["quota_mailboxes_used"] == 2
+
+
+def test_a_module_command_reports_an_unreported_move_first(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params(client=77)) == "success"
+    assert whmcs.call("SuspendAccount", whmcs.params(client=90)) == "success"
+    account = sim.account("mail1042")
+    assert account["recovery_email"] == "dana90@acme-example.net" and account["enabled"] == 0
+    assert [e["action"] for e in whmcs.module_log()] == [
+        "CreateAccount",
+        "MoveService",
+        "SuspendAccount",
+    ]
+    assert whmcs.properties()["mailbridge_owner"] == "90"
+
+
+def test_report_client_change_button_with_nothing_to_report(whmcs, sim):
+    assert "nothing to report" in whmcs.call("MoveService", whmcs.params())
+    assert whmcs.call("CreateAccount", whmcs.params()) == "success"
+    assert "already has client #77" in whmcs.call("MoveService", whmcs.params())
+
+
+def test_password_is_required_where_it_is_the_point(whmcs):
+    answer = whmcs.call("ChangePassword", whmcs.params(password=""))
+    assert "HTTP 422" in answer and "password" in answer
+    assert PASSWORD not in answer
