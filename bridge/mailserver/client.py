@@ -99,6 +99,7 @@ class TokenCache:
         self.lock = threading.Lock()
         self.token: str | None = None
         self.valid_to = 0.0
+        self.margin = float(TOKEN_MARGIN_S)
         self.logins = 0
 
 
@@ -116,7 +117,10 @@ class MailServer:
         self.settings = settings
         self.limiter = limiter
         self.http = http or requests.Session()
-        self.http.verify = settings.ca_bundle or settings.verify_tls
+        # Passed on every request too: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+        # override a session's setting (psf/requests#3829); the config must win.
+        self.verify: bool | str = settings.ca_bundle or settings.verify_tls
+        self.http.verify = self.verify
         self.http.headers["User-Agent"] = "mailbridge/0.1"
         self.tokens = TokenCache()
         self.clock = clock
@@ -255,13 +259,15 @@ class MailServerClient:
     def _token(self) -> str:
         cache = self.server.tokens
         with cache.lock:
-            if cache.token and cache.valid_to - TOKEN_MARGIN_S > self.server.clock():
+            if cache.token and cache.valid_to - cache.margin > self.server.clock():
                 return cache.token
             cache.token = None
             body = {"username": self.settings.username, "password": self.settings.password}
             try:
                 data = self._send("POST", "/api/v1/auth/", body, auth=None)
             except PermanentError as exc:
+                if exc.status not in (400, 401, 403):
+                    raise  # e.g. a TLS failure: say that, not "check the password"
                 raise PermanentError(
                     "mailserver_login_failed",
                     f"the mail server refused the bridge's login ({exc.message}); check "
@@ -279,7 +285,12 @@ class MailServerClient:
                     "and mailserver.password",
                 )
             cache.token = str(auth["auth_token"])
-            cache.valid_to = float(auth.get("valid_to") or self.server.clock() + 3600)
+            now = self.server.clock()
+            cache.valid_to = float(auth.get("valid_to") or now + 3600)
+            # Renew a little before expiry: 5 min for the NMS's 24 h tokens, a tenth of
+            # the lifetime for short ones, so a short-lived token is still reused.
+            lifetime = cache.valid_to - float(auth.get("valid_from") or now)
+            cache.margin = min(TOKEN_MARGIN_S, max(0.0, lifetime) / 10)
             cache.logins += 1
             log.info("logged in to the mail server as %s", self.settings.username)
             return cache.token
@@ -338,7 +349,13 @@ class MailServerClient:
         self.calls.append(call)
         try:
             response = self.server.http.request(
-                method, url, json=body, params=params, auth=auth, timeout=self._timeout()
+                method,
+                url,
+                json=body,
+                params=params,
+                auth=auth,
+                timeout=self._timeout(),
+                verify=self.server.verify,
             )
         except requests.Timeout:
             error: TransientError | PermanentError = TransientError(
