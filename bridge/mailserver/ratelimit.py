@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 #: Slots are spaced a little wider than 1/rate so jitter in when a call really leaves
 #: cannot push two calls into the same second.
-SPACING_MARGIN = 1.05
+SPACING_MARGIN = 1.10
 FAILURES_TO_OPEN = 5
 FIRST_COOLDOWN_S = 15.0
 MAX_COOLDOWN_S = 300.0
