@@ -32,6 +32,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     from bridge.hooks.views import bp as hooks_bp
 
     app.register_blueprint(hooks_bp)
+    from bridge.admin import bp as admin_bp
+    from bridge.api import bp as api_bp
+
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(api_bp)
 
     from bridge.ops import bp as ops_bp
 

@@ -7,7 +7,7 @@ Every query here is plain SQL that SQLite and PostgreSQL both run. Pages are key
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Index, Integer, Select, cast, func, select
@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from bridge.models import Attempt, Event, EventStatus, Service
 
-# Time-range scans (the chart, `since`) need these; declared here so the metadata matches
-# migration 0003 without touching the engine's model classes.
+# Time-range scans (the chart, `since`) and source-filtered pages need these; declared here
+# so the metadata matches migration 0003 without touching the engine's model classes.
 Index("ix_events_received_at", Event.received_at)
+Index("ix_events_source_id", Event.source, Event.id)
 Index("ix_attempts_started_at", Attempt.started_at)
 
 DEFAULT_PAGE = 50
@@ -285,16 +286,7 @@ def unmapped_products(session: Session) -> list[UnmappedProduct]:
         .group_by(Service.source, Service.product_id)
         .order_by(func.count(Event.id).desc(), Service.source, Service.product_id)
     )
-    out = []
-    for source, product, events, services, latest in rows:
-        if isinstance(latest, str):  # SQLite may hand an aggregate back as text
-            latest = datetime.fromisoformat(latest).replace(tzinfo=UTC)
-        elif isinstance(latest, datetime) and latest.tzinfo is None:
-            latest = latest.replace(tzinfo=UTC)
-        out.append(UnmappedProduct(source, product, int(events), int(services), latest))
-    return out
-
-
-def since_hours(now: datetime, hours: float) -> datetime:
-    """`hours` before `now`."""
-    return now - timedelta(hours=hours)
+    return [
+        UnmappedProduct(source, product, int(events), int(services), latest)
+        for source, product, events, services, latest in rows
+    ]

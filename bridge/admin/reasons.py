@@ -83,7 +83,9 @@ REASONS: dict[str, Explanation] = {
         "Check the MasterAdmin account on the mail server, then press Retry.",
     ),
     "rejected": Explanation("The mail server rejected a call", _FIX_THEN_RETRY),
-    "not_permitted": Explanation("The mail server refused a call as not permitted", _FIX_THEN_RETRY),
+    "not_permitted": Explanation(
+        "The mail server refused a call as not permitted", _FIX_THEN_RETRY
+    ),
     "not_found": Explanation("The mail server did not find what a call named", _FIX_THEN_RETRY),
     "conflict": Explanation("The mail server reported a conflict", _FIX_THEN_RETRY),
     "superseded": Explanation(

@@ -78,35 +78,37 @@ def _quota(value: int | None, unlimited: int | None) -> str:
     return str(value)
 
 
+def _basic_rows(c: Comparison, state: ServiceState | None, gone: bool) -> list[Row]:
+    want_exists = state is not None and not gone
+    actual = c.actual
+    if isinstance(actual, Account):
+        have = f"taken by a {actual.perm_level}"
+    else:
+        have = "yes" if actual is not None else "no"
+    rows = [
+        Row(
+            "DomainAdmin exists",
+            "yes" if want_exists else "no",
+            have if c.read else "unknown",
+            c.read and (have != ("yes" if want_exists else "no")),
+        )
+    ]
+    da = actual if isinstance(actual, DomainAdmin) else None
+    if state is not None and not gone:
+        want = "enabled" if state is ServiceState.ACTIVE else "disabled"
+        have = ("enabled" if da.enabled else "disabled") if da else "—"
+        rows.append(Row("state", f"{want} ({state.value})", have, da is not None and want != have))
+    return rows
+
+
 def _rows(c: Comparison, settings: Settings, now: datetime) -> list[Row]:
     d = c.desired
     if d is None:
         return []
     unlimited = settings.mailserver.unlimited_value
     gone = d.state is ServiceState.TERMINATED and d.delete_at is not None and d.delete_at <= now
-    want_exists = d.state is not None and not gone
-    actual = c.actual
-    known = c.read
-    rows: list[Row] = []
-    if isinstance(actual, Account):
-        have = f"taken by a {actual.perm_level}"
-    else:
-        have = "yes" if actual is not None else "no"
-    rows.append(
-        Row(
-            "DomainAdmin exists",
-            "yes" if want_exists else "no",
-            have if known else "unknown",
-            known and (have != ("yes" if want_exists else "no")),
-        )
-    )
-    da = actual if isinstance(actual, DomainAdmin) else None
-    if d.state is not None and not gone:
-        want = "enabled" if d.state is ServiceState.ACTIVE else "disabled"
-        have = ("enabled" if da.enabled else "disabled") if da else "—"
-        rows.append(
-            Row("state", f"{want} ({d.state.value})", have, da is not None and want != have)
-        )
+    rows = _basic_rows(c, d.state, gone)
+    da = c.actual if isinstance(c.actual, DomainAdmin) else None
     if d.limits is not None and d.state is not ServiceState.TERMINATED:
         for name, label in QUOTA_LABELS.items():
             want_n = d.limits.get(name)
@@ -168,11 +170,23 @@ def compare(
                 )
             except BridgeError as exc:
                 c.bundle_error = exc
+        username, state = service.username, service.desired_state
         try:
             c.desired = snapshot(session, service, settings)
         except BridgeError as exc:
             c.desired_error = exc
-            return c
+    if c.desired is None:
+        # Without a bundle there is no plan, but whether the account exists still helps.
+        if username:
+            try:
+                c.actual = server.client(time.monotonic() + READ_BUDGET_S).find_domainadmin(
+                    username
+                )
+                c.read = True
+            except BridgeError as exc:
+                c.read_error = exc
+            c.rows = _basic_rows(c, state, gone=state is ServiceState.TERMINATED)
+        return c
     desired = c.desired
     if desired.username:
         client = server.client(time.monotonic() + READ_BUDGET_S)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from bridge.events_query import DEFAULT_PAGE, MAX_PAGE, EventFilter
 from bridge.hooks.base import Action
@@ -65,6 +73,7 @@ class EventFilterSchema(_Strict):
 
     @validates_schema
     def range_is_ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """until must come after since."""
         since, until = data.get("since"), data.get("until")
         if since is not None and until is not None and until <= since:
             raise ValidationError("must be later than since", "until")
@@ -97,11 +106,13 @@ class EventQuerySchema(EventFilterSchema):
 
     @validates_schema
     def one_cursor(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """One direction per page."""
         if data.get("before") is not None and data.get("after") is not None:
             raise ValidationError("give before or after, not both", "after")
 
     @post_load
     def split(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """The filter, the cursor and the page size."""
         return {
             "filter": to_filter(data),
             "before": data.get("before"),
@@ -204,6 +215,11 @@ class AuditSchema(Schema):
     event_id = fields.Integer(allow_none=True)
     service_id = fields.Integer(allow_none=True)
     detail = fields.Dict()
+
+
+def event_fields(event: Any) -> dict[str, Any]:
+    """An event's attributes as EventSchema names them (to combine with more keys)."""
+    return {name: getattr(event, name) for name in EventSchema().fields}
 
 
 class EventDetailSchema(EventSchema):

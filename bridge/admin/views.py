@@ -1,0 +1,508 @@
+"""Console pages: events (list, detail, bulk retry), services, mappings, audit, login."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from marshmallow import EXCLUDE, ValidationError
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.wrappers import Response
+
+from bridge import audit, events_query
+from bridge.admin import bp
+from bridge.admin.actions import (
+    ActionError,
+    Actor,
+    NotFoundError,
+    bulk_retry,
+    reconcile,
+    resolve_event,
+    retry_event,
+)
+from bridge.admin.auth import (
+    CSRFError,
+    check_csrf,
+    client_ip,
+    csrf_token,
+    current_staff,
+    load_staff,
+    log_in,
+    log_out,
+    operator_required,
+)
+from bridge.admin.chart import build as build_chart
+from bridge.admin.reasons import explain
+from bridge.admin.state import compare, describe_error
+from bridge.api.schemas import EventFilterSchema, to_filter
+from bridge.config import Settings
+from bridge.db import get_session, sessions, utcnow
+from bridge.events_query import EventFilter
+from bridge.hooks.base import Action
+from bridge.mappings.bundles import QuotaBundle, format_quota
+from bridge.models import Attempt, Event, EventStatus, Service
+from bridge.provisioning.jobs import Outcome
+from bridge.staff import LoginRefusedError, LoginThrottledError, authenticate
+
+log = logging.getLogger(__name__)
+PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
+
+
+def _settings() -> Settings:
+    return current_app.config["BRIDGE_SETTINGS"]  # type: ignore[no-any-return]
+
+
+def _actor() -> Actor:
+    staff = current_staff()
+    return Actor(staff.email, "web", staff.id, client_ip())
+
+
+def release() -> None:
+    """End the request session's transaction before the engine opens its own sessions.
+
+    On SQLite every transaction takes the write lock (BEGIN IMMEDIATE), so a request
+    session left open would block the mail-server limiter and the reconcile it waits for.
+    """
+    get_session().commit()
+
+
+def _page(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
+    return render_template(f"admin/{template}", **context), status
+
+
+def _message(title: str, text: str, status: int) -> ResponseReturnValue:
+    return _page("message.html", status, title=title, text=text)
+
+
+# ---- request guards ----------------------------------------------------------------------
+
+
+@bp.before_request
+def guard() -> ResponseReturnValue | None:
+    """No secret key, no console; every POST carries a CSRF token; pages need a login."""
+    if request.endpoint == "admin.static":
+        return None
+    if not current_app.secret_key:
+        log.error("staff console refused: admin.secret_key is empty")
+        return _message(
+            "The staff console is switched off",
+            "admin.secret_key is empty in the bridge's config, so sessions and forms cannot "
+            "be signed. Set it to a long random value (e.g. via BRIDGE_SECRET_KEY) and "
+            "restart the bridge.",
+            503,
+        )
+    if request.method == "POST":
+        check_csrf()
+    g.staff = load_staff()
+    release()
+    if g.staff is None and request.endpoint not in PUBLIC_ENDPOINTS:
+        target = request.full_path if request.method == "GET" else url_for("admin.events")
+        return redirect(url_for("admin.login", next=target.rstrip("?")))
+    return None
+
+
+@bp.after_request
+def headers(response: Response) -> Response:
+    """Pages are private, never framed, and run no script."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> ResponseReturnValue:
+    """Errors inside the console are pages, not JSON."""
+    if isinstance(exc, CSRFError):
+        log.warning("console form refused: %s", exc.why)
+        return _message(
+            "This form could not be accepted",
+            f"{exc.why}. Go back, reload the page and submit it again. (Forms expire, and "
+            "only forms shown by this console in this browser session are accepted.)",
+            400,
+        )
+    if exc.code == 403:
+        return _message("Not allowed", exc.description or "not allowed", 403)
+    if exc.code == 404:
+        return _message("Not found", exc.description or "no such page", 404)
+    return _message(exc.name, exc.description or exc.name, exc.code or 500)
+
+
+@bp.context_processor
+def helpers() -> dict[str, Any]:
+    """What every template may call."""
+    return {
+        "csrf_token": csrf_token,
+        "staff": g.get("staff"),
+        "fmt_time": fmt_time,
+        "explain": explain,
+        "describe_audit": audit.describe,
+        "statuses": [s.value for s in EventStatus],
+        "filter_url": filter_url,
+    }
+
+
+def fmt_time(value: datetime | None) -> str:
+    """A time for people, in UTC."""
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def filter_url(endpoint: str, f: EventFilter, **extra: Any) -> str:
+    """A URL with the filter in its query string."""
+    params = {**f.params(), **{k: v for k, v in extra.items() if v is not None}}
+    base = url_for(endpoint)
+    return f"{base}?{urlencode(params)}" if params else base
+
+
+# ---- login -------------------------------------------------------------------------------
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/admin/") and not target.startswith("//"):
+        return target
+    return url_for("admin.events")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """Staff login: e-mail and password; failures are rate limited per e-mail and address."""
+    target = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if g.staff is not None:
+            return redirect(target)
+        return _page("login.html", next=target, email="")
+    email = request.form.get("email", "").strip()[:320]
+    password = request.form.get("password", "")[:1024]
+    db = get_session()
+    now = utcnow()
+    try:
+        user = authenticate(db, email, password, client_ip(), now)
+    except LoginRefusedError as exc:
+        audit.record(
+            db,
+            "login_failed",
+            actor=email or "(empty)",
+            via="web",
+            now=now,
+            ip=client_ip(),
+            email=email,
+            reason=exc.reason,
+        )
+        db.commit()
+        status = 429 if isinstance(exc, LoginThrottledError) else 401
+        log.warning("console login refused email=%s reason=%s", email, exc.reason)
+        return _page("login.html", status, next=target, email=email, error=exc.message)
+    audit.record(
+        db, "login", actor=user.email, via="web", now=now, staff_id=user.id, ip=client_ip()
+    )
+    db.commit()
+    log_in(user)
+    log.info("console login staff=%s", user.email)
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """End the session."""
+    staff = current_staff()
+    db = get_session()
+    audit.record(
+        db, "logout", actor=staff.email, via="web", now=utcnow(), staff_id=staff.id, ip=client_ip()
+    )
+    db.commit()
+    log_out()
+    flash("You are logged out.", "ok")
+    return redirect(url_for("admin.login"))
+
+
+# ---- events ------------------------------------------------------------------------------
+
+
+def _filter_from(values: Any) -> tuple[EventFilter, dict[str, Any]]:
+    data = {k: v for k, v in values.items() if k in EventFilterSchema().fields and v != ""}
+    try:
+        return to_filter(EventFilterSchema().load(data, unknown=EXCLUDE)), {}
+    except ValidationError as exc:
+        return EventFilter(), exc.messages if isinstance(exc.messages, dict) else {}
+
+
+def _cursor(name: str) -> int | None:
+    value = request.args.get(name, "")
+    return int(value) if value.isdecimal() and len(value) < 12 else None
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """The console starts at the events."""
+    return redirect(url_for("admin.events"))
+
+
+@bp.get("/events")
+def events() -> ResponseReturnValue:
+    """Events, newest first, filtered and keyset-paginated; counts and the 48-hour chart."""
+    f, errors = _filter_from(request.args)
+    db = get_session()
+    now = utcnow()
+    page = events_query.list_events(
+        db, f, before=_cursor("before"), after=_cursor("after"), limit=events_query.DEFAULT_PAGE
+    )
+    counts = events_query.status_counts(db, f)
+    settings = _settings()
+    return _page(
+        "events.html",
+        f=f,
+        errors=errors,
+        page=page,
+        counts=counts,
+        total=sum(counts.values()),
+        unresolved=events_query.unresolved_failed(db, f),
+        chart=build_chart(events_query.hourly(db, now)),
+        sources=sorted(settings.sources),
+        actions=[a.value for a in Action],
+        form=request.args,
+    )
+
+
+def _event_or_404(event_id: int) -> Event:
+    event = get_session().get(Event, event_id)
+    if event is None:
+        raise NotFound(f"there is no event {event_id}")
+    return event
+
+
+def _attempts_for(event: Event) -> list[Attempt]:
+    if event.service_id is None:
+        return []
+    query = select(Attempt).where(Attempt.service_id == event.service_id)
+    if event.generation is not None:
+        query = query.where(Attempt.generation >= event.generation)
+    else:
+        query = query.where(Attempt.started_at >= event.received_at)
+    return list(get_session().scalars(query.order_by(Attempt.id.desc()).limit(20)))
+
+
+@bp.get("/events/<int:event_id>")
+def event(event_id: int) -> ResponseReturnValue:
+    """One event: why, payload, attempts, desired vs actual, audit; Retry and Mark resolved."""
+    ev = _event_or_404(event_id)
+    release()
+    comparison = None
+    if ev.service_id is not None:
+        comparison = compare(
+            sessions(), current_app.extensions["bridge.mailserver"], _settings(), ev.service_id
+        )
+    db = get_session()
+    return _page(
+        "event.html",
+        ev=ev,
+        service=ev.service,
+        comparison=comparison,
+        describe_error=describe_error,
+        attempts=_attempts_for(ev),
+        payload=json.dumps(ev.payload, indent=2, sort_keys=True, ensure_ascii=False),
+        audit_entries=audit.for_event(db, ev.id, ev.service_id),
+    )
+
+
+def _flash_outcome(outcome: Outcome | None, queued: int) -> None:
+    if outcome is None:
+        flash(f"Queued: {queued} failed event(s) will be retried by the worker.", "ok")
+    elif outcome.status == "applied":
+        flash("Retried: the mail server now matches the billing system.", "ok")
+    elif outcome.status == "busy":
+        flash(f"Queued; another process is reconciling this service ({outcome.message}).", "ok")
+    elif outcome.status == "retry":
+        flash(
+            f"Retried, but the mail server did not answer ({outcome.reason}: {outcome.message}); "
+            "the worker tries again on its schedule.",
+            "error",
+        )
+    else:
+        flash(f"Retried, and it failed again: {outcome.reason}: {outcome.message}", "error")
+
+
+@bp.post("/events/<int:event_id>/retry")
+@operator_required
+def retry(event_id: int) -> ResponseReturnValue:
+    """Reconcile the event's service again, now."""
+    try:
+        result = retry_event(
+            sessions(),
+            current_app.extensions["bridge.mailserver"],
+            _settings(),
+            event_id,
+            _actor(),
+        )
+    except NotFoundError as exc:
+        raise NotFound(exc.message) from None
+    except ActionError as exc:
+        flash(exc.message, "error")
+    else:
+        _flash_outcome(result.outcome, result.requeued)
+    return redirect(url_for("admin.event", event_id=event_id))
+
+
+@bp.post("/events/<int:event_id>/resolve")
+@operator_required
+def resolve(event_id: int) -> ResponseReturnValue:
+    """Mark a failed event as handled; it stays failed, with who and when."""
+    try:
+        resolve_event(sessions(), event_id, _actor(), request.form.get("note"))
+    except NotFoundError as exc:
+        raise NotFound(exc.message) from None
+    except ActionError as exc:
+        flash(exc.message, "error")
+    else:
+        flash("Marked resolved.", "ok")
+    return redirect(url_for("admin.event", event_id=event_id))
+
+
+@bp.get("/events/retry")
+@operator_required
+def bulk_retry_confirm() -> ResponseReturnValue:
+    """Show how many services a bulk retry of this filter would reconcile."""
+    f, errors = _filter_from(request.args)
+    if errors:
+        flash("The filter is not valid; fix it first.", "error")
+        return redirect(url_for("admin.events"))
+    services, count = events_query.retry_targets(get_session(), f)
+    criteria = {k: v for k, v in f.params().items() if k != "status"}
+    return _page("bulk_retry.html", f=f, criteria=criteria, services=len(services), events=count)
+
+
+@bp.post("/events/retry")
+@operator_required
+def bulk_retry_run() -> ResponseReturnValue:
+    """Queue every service with unresolved failed events matching the filter."""
+    f, errors = _filter_from(request.form)
+    if errors:
+        flash("The filter is not valid; nothing was retried.", "error")
+        return redirect(url_for("admin.events"))
+    result = bulk_retry(sessions(), f, _actor())
+    rate = _settings().mailserver.rate_limit_per_s
+    flash(
+        f"Queued {result.services} service(s) ({result.events} failed event(s)) for a "
+        f"reconcile; the worker applies them at the mail server's rate limit ({rate:g} calls/s).",
+        "ok",
+    )
+    return redirect(filter_url("admin.events", f))
+
+
+# ---- services ----------------------------------------------------------------------------
+
+
+@bp.get("/services/<int:service_id>")
+def service(service_id: int) -> ResponseReturnValue:
+    """One service: desired state, bundle, desired vs actual, events, attempts, audit."""
+    db = get_session()
+    svc = db.get(Service, service_id)
+    if svc is None:
+        raise NotFound(f"there is no service {service_id}")
+    release()
+    comparison = compare(
+        sessions(), current_app.extensions["bridge.mailserver"], _settings(), service_id
+    )
+    events = list(
+        db.scalars(
+            select(Event).where(Event.service_id == service_id).order_by(Event.id.desc()).limit(200)
+        )
+    )
+    attempts = list(
+        db.scalars(
+            select(Attempt)
+            .where(Attempt.service_id == service_id)
+            .order_by(Attempt.id.desc())
+            .limit(20)
+        )
+    )
+    return _page(
+        "service.html",
+        svc=svc,
+        comparison=comparison,
+        describe_error=describe_error,
+        events=list(reversed(events)),
+        attempts=attempts,
+        audit_entries=audit.for_service(db, service_id),
+        format_quota=format_quota,
+        bundle_fields=QuotaBundle.field_names(),
+    )
+
+
+@bp.post("/services/<int:service_id>/reconcile")
+@operator_required
+def reconcile_service(service_id: int) -> ResponseReturnValue:
+    """Reconcile now, whether or not its job is due."""
+    try:
+        outcome = reconcile(
+            sessions(),
+            current_app.extensions["bridge.mailserver"],
+            _settings(),
+            service_id,
+            _actor(),
+        )
+    except NotFoundError as exc:
+        raise NotFound(exc.message) from None
+    if outcome.status == "applied":
+        flash(f"Reconciled: {outcome.write_calls} change(s) made on the mail server.", "ok")
+    else:
+        flash(f"Reconcile {outcome.status}: {outcome.reason}: {outcome.message}", "error")
+    return redirect(url_for("admin.service", service_id=service_id))
+
+
+# ---- mappings and audit ------------------------------------------------------------------
+
+
+@bp.get("/mappings")
+def mappings() -> ResponseReturnValue:
+    """Tiers, products and add-ons as configured; products events are waiting on."""
+    from bridge.mappings import resolve
+
+    m = _settings().mappings
+    products = []
+    for source, table in sorted(m.products.items()):
+        for pid, tier in table.items():
+            products.append((source, pid, tier, resolve(m, source, pid).bundle))
+    unmapped = [
+        (u, str(u.product_id) in m.products.get(u.source, {}))
+        for u in events_query.unmapped_products(get_session())
+    ]
+    return _page(
+        "mappings.html",
+        tiers=sorted(m.tiers.items()),
+        products=products,
+        addons=[(s, n, b) for s, t in sorted(m.addons.items()) for n, b in t.items()],
+        unmapped=unmapped,
+        bundle_fields=QuotaBundle.field_names(),
+        format_quota=format_quota,
+        config_path=_settings().path,
+    )
+
+
+@bp.get("/audit")
+def audit_log() -> ResponseReturnValue:
+    """The newest audit entries: logins, retries, resolutions, reconciles."""
+    before = _cursor("before")
+    entries = audit.recent(get_session(), before=before, limit=100)
+    older = entries[-1].id if len(entries) == 100 else None
+    return _page("audit.html", entries=entries, older=older)

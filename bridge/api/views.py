@@ -1,0 +1,324 @@
+"""JSON API views: the console's reads and actions for scripts, with the intake's error shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import current_app, g, jsonify, request
+from flask.typing import ResponseReturnValue
+from marshmallow import Schema, ValidationError
+from sqlalchemy import select
+
+from bridge import audit, events_query
+from bridge.admin.actions import (
+    Actor,
+    bulk_retry,
+    reconcile,
+    resolve_event,
+    retry_event,
+)
+from bridge.admin.state import compare, describe_error
+from bridge.api import bp
+from bridge.api import schemas as s
+from bridge.api.openapi import openapi_document
+from bridge.config import Settings
+from bridge.db import get_session, sessions, utcnow
+from bridge.errors import BridgeError, error_response
+from bridge.models import Attempt, Event, Service
+from bridge.staff import StaffUser, staff_for_token
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings() -> Settings:
+    return current_app.config["BRIDGE_SETTINGS"]  # type: ignore[no-any-return]
+
+
+def _staff() -> StaffUser:
+    return cast(StaffUser, g.api_staff)
+
+
+def _actor() -> Actor:
+    return Actor(_staff().email, "api", _staff().id, request.remote_addr)
+
+
+@bp.before_request
+def authenticate() -> ResponseReturnValue | None:
+    """Every call but the OpenAPI document needs `Authorization: Bearer <staff token>`."""
+    if request.endpoint == "api.openapi":
+        return None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    staff = None
+    if scheme.lower() == "bearer" and token.strip():
+        db = get_session()
+        staff = staff_for_token(db, token.strip(), utcnow())
+        # Also ends the read: on SQLite it holds the write lock the engine's sessions need.
+        db.commit()
+    if staff is None:
+        response = error_response(
+            "unauthorized",
+            "send a staff API token as `Authorization: Bearer <token>` "
+            "(`bridge staff token EMAIL` makes one)",
+            401,
+        )
+        body, status = cast(tuple[Any, int], response)
+        body.headers["WWW-Authenticate"] = 'Bearer realm="mailbridge"'
+        return body, status
+    g.api_staff = staff
+    return None
+
+
+def operator_only(view: F) -> F:
+    """Only operators may call this."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not _staff().can_operate:
+            return error_response(
+                "forbidden", f"the {_staff().role.value} role may read but not change anything", 403
+            )
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def _load(schema: Schema, data: Any) -> Any:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise BridgeError(
+            "invalid_request",
+            "the request is not valid",
+            errors=exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages},
+            http_status=422,
+        ) from None
+
+
+def _body() -> dict[str, Any]:
+    if not request.get_data(cache=True):
+        return {}
+    if request.mimetype != "application/json":
+        raise BridgeError(
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+            http_status=415,
+        )
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BridgeError("invalid_json", "the body must be a JSON object", http_status=400)
+    return data
+
+
+def _event_or_404(event_id: int) -> Event:
+    event = get_session().get(Event, event_id)
+    if event is None:
+        raise BridgeError("not_found", f"there is no event {event_id}", http_status=404)
+    return event
+
+
+@bp.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    """The OpenAPI 3 document of this API."""
+    return jsonify(openapi_document(current_app))
+
+
+@bp.get("/me")
+def me() -> ResponseReturnValue:
+    """Who the token belongs to."""
+    return jsonify(s.MeSchema().dump({"email": _staff().email, "role": _staff().role.value}))
+
+
+@bp.get("/events")
+def list_events() -> ResponseReturnValue:
+    """Events matching a filter, newest first, one keyset page, with counts per status."""
+    query = _load(s.EventQuerySchema(), request.args.to_dict())
+    db = get_session()
+    page = events_query.list_events(
+        db, query["filter"], before=query["before"], after=query["after"], limit=query["limit"]
+    )
+    counts = events_query.status_counts(db, query["filter"])
+    return jsonify(
+        s.EventPageSchema().dump(
+            {
+                "events": page.events,
+                "next_before": page.older,
+                "prev_after": page.newer,
+                "counts": {k.value: v for k, v in counts.items()},
+            }
+        )
+    )
+
+
+def _attempts(event: Event) -> list[Attempt]:
+    if event.service_id is None:
+        return []
+    query = select(Attempt).where(Attempt.service_id == event.service_id)
+    if event.generation is not None:
+        query = query.where(Attempt.generation >= event.generation)
+    return list(get_session().scalars(query.order_by(Attempt.id.desc()).limit(50)))
+
+
+@bp.get("/events/<int:event_id>")
+def get_event(event_id: int) -> ResponseReturnValue:
+    """One event with its redacted payload, its service's attempts and the audit trail."""
+    event = _event_or_404(event_id)
+    data = s.EventDetailSchema().dump(
+        {
+            **s.event_fields(event),
+            "payload": event.payload,
+            "attempts": _attempts(event),
+            "audit": audit.for_event(get_session(), event.id, event.service_id),
+        }
+    )
+    return jsonify(data)
+
+
+@bp.post("/events/<int:event_id>/retry")
+@operator_only
+def retry(event_id: int) -> ResponseReturnValue:
+    """Reconcile the event's service again (at once unless `apply` is false)."""
+    options = _load(s.RetrySchema(), _body())
+    result = retry_event(
+        sessions(),
+        current_app.extensions["bridge.mailserver"],
+        _settings(),
+        event_id,
+        _actor(),
+        apply=options["apply"],
+    )
+    event = get_session().get(Event, event_id, populate_existing=True)
+    return jsonify(
+        s.RetryResultSchema().dump(
+            {
+                "event_id": result.event_id,
+                "service_id": result.service_id,
+                "requeued": result.requeued,
+                "outcome": result.outcome,
+                "event": event,
+            }
+        )
+    )
+
+
+@bp.post("/events/<int:event_id>/resolve")
+@operator_only
+def resolve(event_id: int) -> ResponseReturnValue:
+    """Mark a failed event as handled by a person; its status stays failed."""
+    options = _load(s.ResolveSchema(), _body())
+    resolve_event(sessions(), event_id, _actor(), options["note"])
+    event = get_session().get(Event, event_id, populate_existing=True)
+    return jsonify(s.EventSchema().dump(event))
+
+
+@bp.post("/events/retry")
+@operator_only
+def retry_many() -> ResponseReturnValue:
+    """Queue every service with unresolved failed events matching the filter."""
+    data = _load(s.BulkRetrySchema(), _body())
+    f = s.to_filter(data)
+    if data["dry_run"]:
+        services, events = events_query.retry_targets(get_session(), f)
+        body = {"services": len(services), "events": events, "queued": False}
+    else:
+        result = bulk_retry(sessions(), f, _actor())
+        body = {"services": result.services, "events": result.events, "queued": True}
+    return jsonify(s.BulkRetryResultSchema().dump(body))
+
+
+_SERVICE_COLUMNS = (
+    "id",
+    "source",
+    "service_ref",
+    "username",
+    "domain",
+    "client_ref",
+    "client_email",
+    "product_id",
+    "tier_key",
+    "addons",
+    "generation",
+    "applied_generation",
+    "job_due_at",
+    "last_reason",
+    "last_message",
+)
+
+
+def _service_body(service: Service) -> dict[str, Any]:
+    c = compare(sessions(), current_app.extensions["bridge.mailserver"], _settings(), service.id)
+    db = get_session()
+    events = db.scalars(
+        select(Event).where(Event.service_id == service.id).order_by(Event.id.desc()).limit(200)
+    )
+    return {
+        **{column: getattr(service, column) for column in _SERVICE_COLUMNS},
+        "desired_state": service.desired_state.value if service.desired_state else None,
+        "tier": c.resolution.tier if c.resolution else None,
+        "bundle": c.resolution.bundle.as_dict() if c.resolution else None,
+        "bundle_error": describe_error(c.bundle_error) if c.bundle_error else None,
+        "mailserver_error": describe_error(c.read_error) if c.read_error else None,
+        "plan_error": describe_error(c.plan_error or c.desired_error)
+        if (c.plan_error or c.desired_error)
+        else None,
+        "in_sync": c.in_sync,
+        "rows": c.rows,
+        "drift": c.plan.drift if c.plan else [],
+        "steps": [step.detail for step in c.plan.steps] if c.plan else [],
+        "events": list(reversed(list(events))),
+        "audit": audit.for_service(db, service.id),
+    }
+
+
+@bp.get("/services/<int:service_id>")
+def get_service(service_id: int) -> ResponseReturnValue:
+    """A service: desired state, bundle, desired vs actual, drift, its events and audit."""
+    service = get_session().get(Service, service_id)
+    if service is None:
+        return error_response("not_found", f"there is no service {service_id}", 404)
+    get_session().commit()  # see authenticate(): no lock held while the mail server is read
+    return jsonify(s.ServiceSchema().dump(_service_body(service)))
+
+
+@bp.post("/services/<int:service_id>/reconcile")
+@operator_only
+def reconcile_service(service_id: int) -> ResponseReturnValue:
+    """Reconcile one service now."""
+    _body()
+    outcome = reconcile(
+        sessions(), current_app.extensions["bridge.mailserver"], _settings(), service_id, _actor()
+    )
+    return jsonify(s.OutcomeSchema().dump(outcome))
+
+
+@bp.get("/mappings")
+def mappings() -> ResponseReturnValue:
+    """Tiers, products and add-ons as configured, and products events are waiting on."""
+    from bridge.mappings import resolve
+
+    m = _settings().mappings
+    body = {
+        "tiers": {name: b.as_dict() for name, b in m.tiers.items()},
+        "products": {
+            source: {
+                pid: {"tier": tier, "bundle": resolve(m, source, pid).bundle.as_dict()}
+                for pid, tier in table.items()
+            }
+            for source, table in m.products.items()
+        },
+        "addons": {src: {n: b.as_dict() for n, b in t.items()} for src, t in m.addons.items()},
+        "unmapped": [
+            {
+                "source": u.source,
+                "product_id": u.product_id,
+                "events": u.events,
+                "services": u.services,
+                "mapped_now": str(u.product_id) in m.products.get(u.source, {}),
+            }
+            for u in events_query.unmapped_products(get_session())
+        ],
+    }
+    return jsonify(s.MappingsSchema().dump(body))
