@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bridge import db
 from bridge.config import Settings, load_config
@@ -23,6 +24,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         SECRET_KEY=settings.admin.secret_key or None,
         JSON_SORT_KEYS=False,
     )
+    app.config.update(
+        SESSION_COOKIE_SECURE=settings.admin.secure_cookies,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    if settings.admin.trusted_proxies:
+        # Behind nginx: take the client address from X-Forwarded-For (login rate limits).
+        n = settings.admin.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     db.init_app(app, settings.database_url)
     app.extensions["bridge.mailserver"] = build_mailserver(
         settings, app.extensions["bridge.engine"]

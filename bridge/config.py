@@ -83,6 +83,8 @@ class AdminSettings:
     """Staff console secrets."""
 
     secret_key: str = field(repr=False, default="")
+    trusted_proxies: int = 0
+    secure_cookies: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,8 @@ class TerminationSchema(_Strict):
 
 class AdminSchema(_Strict):
     secret_key = fields.String(load_default="")
+    trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(min=0, max=5))
+    secure_cookies = fields.Boolean(load_default=False)
 
 
 class MxSchema(_Strict):

@@ -35,6 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# The README's screenshots are refreshed only on request (BRIDGE_SCREENSHOTS=1), so a test
+# run leaves the work tree clean; otherwise they go to a temporary directory.
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
@@ -152,7 +154,9 @@ def history(app) -> None:
         session.execute(insert(Attempt), attempts)
 
 
-def test_support_walk_in_a_real_browser(app, client, sim, live_url, chromium_path, config_tree):
+def test_support_walk_in_a_real_browser(
+    app, client, sim, live_url, chromium_path, config_tree, tmp_path
+):
     from playwright.sync_api import expect, sync_playwright
 
     history(app)
@@ -165,7 +169,8 @@ def test_support_walk_in_a_real_browser(app, client, sim, live_url, chromium_pat
         from bridge.staff import StaffRole, add_staff
 
         add_staff(session, OPERATOR, PASSWORD, StaffRole.OPERATOR, utcnow())
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = SCREENSHOTS if os.environ.get("BRIDGE_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
@@ -180,14 +185,14 @@ def test_support_walk_in_a_real_browser(app, client, sim, live_url, chromium_pat
 
             expect(page.get_by_role("heading", name="Events", exact=True)).to_be_visible()
             expect(page.get_by_role("link", name="failed 1")).to_be_visible()
-            page.screenshot(path=str(SCREENSHOTS / "events.png"))
+            page.screenshot(path=str(shots / "events.png"))
 
             page.get_by_role("link", name="The billing product has no tier").click()
             expect(page).to_have_url(f"{live_url}/admin/events/{failed['event_id']}")
             reason = page.locator("#reason")
             expect(reason).to_contain_text("The billing product has no tier")
             expect(reason).to_contain_text('product "77" of source "whmcs" has no tier')
-            page.screenshot(path=str(SCREENSHOTS / "event-detail.png"), full_page=True)
+            page.screenshot(path=str(shots / "event-detail.png"), full_page=True)
 
             # an operator maps product 77 in the config and restarts the bridge
             app.config["BRIDGE_SETTINGS"] = fixed_settings(config_tree, 77, "business")
