@@ -290,3 +290,15 @@ def unmapped_products(session: Session) -> list[UnmappedProduct]:
         UnmappedProduct(source, product, int(events), int(services), latest)
         for source, product, events, services, latest in rows
     ]
+
+
+def attempts_for(session: Session, event: Event, limit: int = 50) -> list[Attempt]:
+    """The reconcile attempts that worked on this event (newest first)."""
+    if event.service_id is None:
+        return []
+    query = select(Attempt).where(Attempt.service_id == event.service_id)
+    if event.generation is not None:
+        query = query.where(Attempt.generation >= event.generation)
+    else:
+        query = query.where(Attempt.started_at >= event.received_at)
+    return list(session.scalars(query.order_by(Attempt.id.desc()).limit(limit)))

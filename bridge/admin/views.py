@@ -291,17 +291,6 @@ def _event_or_404(event_id: int) -> Event:
     return event
 
 
-def _attempts_for(event: Event) -> list[Attempt]:
-    if event.service_id is None:
-        return []
-    query = select(Attempt).where(Attempt.service_id == event.service_id)
-    if event.generation is not None:
-        query = query.where(Attempt.generation >= event.generation)
-    else:
-        query = query.where(Attempt.started_at >= event.received_at)
-    return list(get_session().scalars(query.order_by(Attempt.id.desc()).limit(20)))
-
-
 @bp.get("/events/<int:event_id>")
 def event(event_id: int) -> ResponseReturnValue:
     """One event: why, payload, attempts, desired vs actual, audit; Retry and Mark resolved."""
@@ -319,7 +308,7 @@ def event(event_id: int) -> ResponseReturnValue:
         service=ev.service,
         comparison=comparison,
         describe_error=describe_error,
-        attempts=_attempts_for(ev),
+        attempts=events_query.attempts_for(get_session(), ev, 20),
         payload=json.dumps(ev.payload, indent=2, sort_keys=True, ensure_ascii=False),
         audit_entries=audit.for_event(db, ev.id, ev.service_id),
     )

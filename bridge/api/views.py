@@ -27,7 +27,7 @@ from bridge.api.openapi import openapi_document
 from bridge.config import Settings
 from bridge.db import get_session, sessions, utcnow
 from bridge.errors import BridgeError, error_response
-from bridge.models import Attempt, Event, Service
+from bridge.models import Event, Service
 from bridge.staff import StaffUser, staff_for_token
 
 log = logging.getLogger(__name__)
@@ -153,15 +153,6 @@ def list_events() -> ResponseReturnValue:
     )
 
 
-def _attempts(event: Event) -> list[Attempt]:
-    if event.service_id is None:
-        return []
-    query = select(Attempt).where(Attempt.service_id == event.service_id)
-    if event.generation is not None:
-        query = query.where(Attempt.generation >= event.generation)
-    return list(get_session().scalars(query.order_by(Attempt.id.desc()).limit(50)))
-
-
 @bp.get("/events/<int:event_id>")
 def get_event(event_id: int) -> ResponseReturnValue:
     """One event with its redacted payload, its service's attempts and the audit trail."""
@@ -170,7 +161,7 @@ def get_event(event_id: int) -> ResponseReturnValue:
         {
             **s.event_fields(event),
             "payload": event.payload,
-            "attempts": _attempts(event),
+            "attempts": events_query.attempts_for(get_session(), event, 50),
             "audit": audit.for_event(get_session(), event.id, event.service_id),
         }
     )
