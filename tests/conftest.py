@@ -4,6 +4,7 @@ BRIDGE_TEST_DATABASE_URL is set), settings, and the app from the factory."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import ORMExecuteState, Session
+from werkzeug.serving import make_server
 
 from bridge import migrate
 from bridge.app import create_app
@@ -143,3 +145,19 @@ def db(app: Flask, database_url: str) -> Iterator[Session]:
     yield session
     session.close()
     engine.dispose()
+
+
+@pytest.fixture
+def live_url(app: Flask) -> Iterator[str]:
+    """The bridge served over real HTTP on a free loopback port (threaded, like gunicorn)."""
+    from nmsim.server import QuietHandler
+
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="bridge-live", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from bridge import migrate
 from bridge.cli import cli
@@ -164,20 +162,6 @@ def test_db_current_before_the_first_upgrade_is_clean(config_file):
 
 
 # hooks send ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def live_url(app) -> Iterator[str]:
-    """The app served over real HTTP on a free loopback port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="bridge-live", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture

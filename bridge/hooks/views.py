@@ -156,11 +156,8 @@ def receive(source: str) -> ResponseReturnValue:
             "the bridge could not store the event; nothing was recorded, send it again",
             503,
         )
-    if event.status is EventStatus.QUEUED and settings.intake.inline_timeout_s > 0:
-        service_id, event_id = event.service_id, event.id
-        session.close()
-        run_inline(sessions(), current_app.extensions["bridge.mailserver"], settings, service_id)
-        event = session.get(Event, event_id, populate_existing=True)
+    if event.status is EventStatus.QUEUED:
+        event = _apply_inline(session, settings, event)
     log.info(
         "event %s source=%s service=%s action=%s status=%s reason=%s",
         event.id,
@@ -173,19 +170,23 @@ def receive(source: str) -> ResponseReturnValue:
     return answer(event)
 
 
+def _apply_inline(session: Any, settings: Settings, event: Event) -> Event:
+    """Reconcile the event's service within intake.inline_timeout_s; the event, reloaded."""
+    if settings.intake.inline_timeout_s <= 0 or event.service_id is None:
+        return event
+    event_id, service_id = event.id, event.service_id
+    session.close()  # no transaction (and on SQLite no write lock) while calling the server
+    run_inline(sessions(), current_app.extensions["bridge.mailserver"], settings, service_id)
+    return session.get(Event, event_id, populate_existing=True)
+
+
 def _redelivered(session: Any, settings: Settings, event: Event) -> ResponseReturnValue:
     """A repeat delivery. A billing system re-sending an event that failed (WHMCS's Module
     Queue "Retry") means "try again": the service is reconciled again before answering."""
     if event.status is EventStatus.FAILED and event.service_id is not None:
         retry_service(session, event.service_id, utcnow())
         session.commit()
-        event_id, service_id = event.id, event.service_id
-        session.close()
-        if settings.intake.inline_timeout_s > 0:
-            run_inline(
-                sessions(), current_app.extensions["bridge.mailserver"], settings, service_id
-            )
-        event = session.get(Event, event_id, populate_existing=True)
+        event = _apply_inline(session, settings, event)
     return answer(event, duplicate=True)
 
 

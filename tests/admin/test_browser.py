@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -77,24 +75,6 @@ def chromium_path() -> str:
     if why is not None:
         pytest.skip(why)
     return CHROMIUM
-
-
-@pytest.fixture
-def live_url(app) -> Iterator[str]:
-    """The bridge served on a real loopback socket."""
-    from werkzeug.serving import make_server
-
-    from nmsim.server import QuietHandler
-
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="bridge-e2e", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def history(app) -> None:

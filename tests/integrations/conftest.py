@@ -6,14 +6,10 @@ import itertools
 import json
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
-from werkzeug.serving import make_server
 
 from tests.conftest import BLESTA_SECRET, WHMCS_SECRET
 from tests.provisioning.conftest import Sim, sim, sim_server, work  # noqa: F401  (fixtures)
@@ -70,17 +66,9 @@ def config_tree(config_tree: dict[str, Any], sim: Sim) -> dict[str, Any]:  # noq
 
 
 @pytest.fixture
-def bridge_url(app: Flask) -> Iterator[str]:
-    """The bridge app served on a real loopback socket (threaded, like gunicorn's workers)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+def bridge_url(live_url: str) -> str:
+    """The bridge app served on a real loopback socket (the shared live_url fixture)."""
+    return live_url
 
 
 class Php:
