@@ -1,6 +1,9 @@
 """gunicorn settings for the bridge (`gunicorn --config gunicorn.conf.py wsgi:app`)."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 bind = os.environ.get("BRIDGE_BIND", "127.0.0.1:8000")
 # Threads, not just processes: a WHMCS module call may wait on the mail server
@@ -12,3 +15,32 @@ timeout = 60
 graceful_timeout = 30
 accesslog = "-"
 errorlog = "-"
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which
+# two servers on one machine would fight over; systemd and signals manage this one.
+control_socket_disable = True
+
+# /metrics adds up the counters of every worker process: each writes them to files in this
+# folder (prometheus-client multiprocess mode). It must be set before a worker imports the
+# app, and must start empty, or a restarted server would report old counts.
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mailbridge-metrics-")
+
+
+def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
+    """Empty the metrics folder (an operator-chosen one may hold a previous run's files)."""
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):  # noqa: ARG001
+    """Forget a finished worker's live gauges; its counters stay counted."""
+    from bridge.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ARG001
+    """Remove the folder this file created."""
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

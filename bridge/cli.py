@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import uuid
@@ -284,8 +285,15 @@ def hooks_send(
 
 @cli.command()
 @click.option("--once", is_flag=True, help="Reconcile what is due now, then exit.")
+@click.option(
+    "--metrics",
+    "metrics_at",
+    metavar="[HOST:]PORT",
+    help="Serve this worker's Prometheus metrics (mail-server calls, retries, limiter waits) "
+    "at http://HOST:PORT/metrics; HOST defaults to 127.0.0.1.",
+)
 @pass_ctx
-def worker(ctx: Context, once: bool) -> None:
+def worker(ctx: Context, once: bool, metrics_at: str | None) -> None:
     """Reconcile due services until SIGTERM (which finishes the current one first)."""
     from bridge.logging import configure_logging
     from bridge.provisioning.jobs import run_once
@@ -294,6 +302,8 @@ def worker(ctx: Context, once: bool) -> None:
     settings = ctx.settings
     configure_logging(settings.logging.level, settings.logging.json)
     factory, server = _engine_parts(settings)
+    if metrics_at:
+        _serve_metrics(metrics_at)
     if once:
         done = 0
         while run_once(factory, server, settings) is not None:
@@ -301,6 +311,24 @@ def worker(ctx: Context, once: bool) -> None:
         click.echo(f"{done} service(s) reconciled")
         return
     run_forever(factory, server, settings)
+
+
+def _serve_metrics(where: str) -> None:
+    from prometheus_client import start_http_server
+
+    host, _, port = where.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{where!r} is not [HOST:]PORT", param_hint="--metrics")
+    try:
+        start_http_server(int(port), addr=host or "127.0.0.1")
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics on {host or '127.0.0.1'}:{port} ({exc.strerror}); "
+            "pick a free port"
+        ) from None
+    logging.getLogger("bridge.worker").info(
+        "metrics on http://%s:%s/metrics", host or "127.0.0.1", port
+    )
 
 
 def _engine_parts(settings: Settings) -> tuple[Any, Any]:

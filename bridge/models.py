@@ -124,6 +124,17 @@ class Event(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_by: Mapped[str | None] = mapped_column(String(320))
 
+    def log_fields(self) -> dict[str, object]:
+        """What the one log line about this event's outcome says (also its JSON fields)."""
+        return {
+            "event_id": self.id,
+            "source": self.source,
+            "service": self.service_ref,
+            "action": self.action,
+            "status": self.status.value,
+            "reason": self.reason,
+        }
+
 
 class Attempt(Base):
     """One reconcile of a service: the calls made and how it ended."""

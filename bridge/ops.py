@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from bridge import migrate
+from bridge import metrics, migrate
 
 bp = Blueprint("ops", __name__)
 
@@ -50,3 +50,14 @@ def readyz() -> ResponseReturnValue:
     return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), (
         200 if ready else 503
     )
+
+
+@bp.get("/metrics")
+def prometheus() -> ResponseReturnValue:
+    """Prometheus text format: this app server's counters and the ledger's gauges."""
+    limiter = current_app.extensions["bridge.mailserver"].limiter
+    ledger = metrics.LedgerCollector(
+        current_app.extensions["bridge.engine"], limiter.state if limiter is not None else None
+    )
+    body, content_type = metrics.exposition(ledger)
+    return Response(body, content_type=content_type)

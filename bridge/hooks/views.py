@@ -9,12 +9,12 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from bridge import ledger
+from bridge import ledger, metrics
 from bridge.config import Settings, SourceSettings
 from bridge.db import get_session, sessions, utcnow
 from bridge.errors import BridgeError, error_response
@@ -25,7 +25,7 @@ from bridge.mailserver import MailServerError
 from bridge.mappings import resolve
 from bridge.models import Event, EventStatus, Service
 from bridge.passwords import check_and_hash
-from bridge.provisioning.jobs import retry_service, run_inline
+from bridge.provisioning.jobs import log_event, retry_service, run_inline
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -103,6 +103,23 @@ def verify_request(source: str) -> Verified:
     return Verified(settings, src, body, signed_at)
 
 
+@bp.before_request
+def _start_clock() -> None:
+    g.hook_started = time.perf_counter()
+
+
+@bp.after_request
+def _measure(response: Response) -> Response:
+    """Intake latency and answers per source (unknown names pooled: no label per URL typo)."""
+    if request.endpoint == "hooks.receive":
+        settings: Settings = current_app.config["BRIDGE_SETTINGS"]
+        source = (request.view_args or {}).get("source", "")
+        label = source if source in settings.sources else "unknown"
+        metrics.HOOK_SECONDS.labels(label).observe(time.perf_counter() - g.hook_started)
+        metrics.HOOK_ANSWERS.labels(label, str(response.status_code)).inc()
+    return response
+
+
 @bp.post("/hooks/<source>")
 def receive(source: str) -> ResponseReturnValue:
     """Accept one signed lifecycle event from a billing system."""
@@ -156,17 +173,12 @@ def receive(source: str) -> ResponseReturnValue:
             "the bridge could not store the event; nothing was recorded, send it again",
             503,
         )
-    if event.status is EventStatus.QUEUED:
+    queued = event.status is EventStatus.QUEUED
+    if queued:
         event = _apply_inline(session, settings, event)
-    log.info(
-        "event %s source=%s service=%s action=%s status=%s reason=%s",
-        event.id,
-        source,
-        event.service_ref,
-        event.action,
-        event.status.value,
-        event.reason,
-    )
+    if not queued or event.status is EventStatus.QUEUED:
+        # An outcome decided by an inline reconcile was logged there.
+        log_event(event.log_fields())
     return answer(event)
 
 

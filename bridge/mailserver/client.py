@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from bridge import metrics
 from bridge.config import MailServerSettings
 from bridge.mailserver.errors import PermanentError, TransientError, truncate
 from bridge.mailserver.ratelimit import RateLimiter
@@ -217,21 +218,35 @@ class MailServerClient:
 
     def update_account(self, username: str, changes: dict[str, Any]) -> None:
         """PATCH /api/v1/accounts/<username>/ with only the changed fields."""
-        self._call("PATCH", f"/api/v1/accounts/{username}/", changes)
+        self._call(
+            "PATCH", f"/api/v1/accounts/{username}/", changes, route="/api/v1/accounts/{username}/"
+        )
 
     def cascade(self, username: str, action: str) -> None:
         """Enable or disable a DomainAdmin and every MailUser of its domains."""
         if action not in ("enable", "disable"):
             raise ValueError(action)
-        self._call("PATCH", f"/api/v1/accounts/cascade/domainadmin/{username}/{action}/")
+        self._call(
+            "PATCH",
+            f"/api/v1/accounts/cascade/domainadmin/{username}/{action}/",
+            route=f"/api/v1/accounts/cascade/domainadmin/{{username}}/{action}/",
+        )
 
     def delete_domainadmin(self, username: str) -> None:
         """Delete a DomainAdmin and what it owns (the WHMCS plugin's cascade delete)."""
-        self._call("DELETE", f"/api/v1/accounts/cascade/domainadmin/{username}/")
+        self._call(
+            "DELETE",
+            f"/api/v1/accounts/cascade/domainadmin/{username}/",
+            route="/api/v1/accounts/cascade/domainadmin/{username}/",
+        )
 
     def transfer_ownership(self, receiver: str) -> None:
         """Make `receiver` own everything under its `domains` (reference 7.8)."""
-        self._call("POST", f"/api/v1/accounts/cascade/ownership/domainadmin/{receiver}/")
+        self._call(
+            "POST",
+            f"/api/v1/accounts/cascade/ownership/domainadmin/{receiver}/",
+            route="/api/v1/accounts/cascade/ownership/domainadmin/{username}/",
+        )
 
     # ---- plumbing --------------------------------------------------------------------
 
@@ -292,6 +307,7 @@ class MailServerClient:
             lifetime = cache.valid_to - float(auth.get("valid_from") or now)
             cache.margin = min(TOKEN_MARGIN_S, max(0.0, lifetime) / 10)
             cache.logins += 1
+            metrics.LOGINS.inc()
             log.info("logged in to the mail server as %s", self.settings.username)
             return cache.token
 
@@ -302,12 +318,19 @@ class MailServerClient:
                 cache.token = None
 
     def _call(
-        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        *,
+        route: str | None = None,
     ) -> Any:
+        """One authenticated call; `route` is the path without usernames, for metrics."""
         token = self._token()
         try:
             return self._send(
-                method, path, body, params=params, auth=(self.settings.username, token)
+                method, path, body, params=params, auth=(self.settings.username, token), route=route
             )
         except PermanentError as exc:
             if exc.status != 401:
@@ -317,7 +340,7 @@ class MailServerClient:
         token = self._token()
         try:
             return self._send(
-                method, path, body, params=params, auth=(self.settings.username, token)
+                method, path, body, params=params, auth=(self.settings.username, token), route=route
             )
         except PermanentError as exc:
             if exc.status == 401:
@@ -336,6 +359,7 @@ class MailServerClient:
         *,
         params: dict[str, Any] | None = None,
         auth: tuple[str, str] | None,
+        route: str | None = None,
     ) -> Any:
         limiter = self.server.limiter
         if limiter is not None:
@@ -372,6 +396,7 @@ class MailServerClient:
         else:
             call.status = response.status_code
             call.ms = int((time.monotonic() - started) * 1000)
+            _measure(method, route or path, str(response.status_code), started)
             try:
                 result = self._interpret(method, path, response)
             except (TransientError, PermanentError) as exc:
@@ -383,6 +408,7 @@ class MailServerClient:
             return result
         call.ms = int((time.monotonic() - started) * 1000)
         call.error = error.reason
+        _measure(method, route or path, error.reason, started)
         self._report(error)
         raise error
 
@@ -452,6 +478,11 @@ class MailServerClient:
                 status=status,
             )
         return data
+
+
+def _measure(method: str, route: str, status: str, started: float) -> None:
+    metrics.MAILSERVER_CALLS.labels(method, route, status).inc()
+    metrics.MAILSERVER_SECONDS.labels(method, route).observe(time.monotonic() - started)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, Float, Integer, String, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bridge import metrics
 from bridge.db import Base
 from bridge.mailserver.errors import TransientError
 
@@ -122,6 +123,7 @@ class RateLimiter:
                 update(Gate).where(Gate.key == self.key).values(next_slot_at=start + self.interval)
             )
         wait = start - now
+        metrics.LIMITER_WAIT.observe(max(0.0, wait))
         if wait > 0:
             self.waited_s += wait
             self.sleep(wait)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge import metrics
 from bridge.config import Settings
 from bridge.db import transaction, utcnow
 from bridge.errors import BridgeError
@@ -284,6 +285,12 @@ def _finish(
             service.first_failure_at = None
             service.job_due_at = now if newer else None
             _fail(events, reason, message)
+        decided = [e.log_fields() for e in events if e.status is not EventStatus.QUEUED]
+    for fields in decided:
+        log_event(fields)
+    metrics.RECONCILES.labels(status).inc()
+    if status == "retry" and reason != "inline_timeout":
+        metrics.RETRIES.labels(reason).inc()
     log.info(
         "reconcile service=%s:%s generation=%s outcome=%s reason=%s calls=%d writes=%d",
         desired.source if desired else "?",
@@ -319,6 +326,16 @@ def _replaced(event: Event, events: list[Event] | tuple[Event, ...]) -> bool:
         )
     )
     return bool(mine) and mine <= newer
+
+
+def log_event(fields: dict[str, object]) -> None:
+    """The one line per event outcome: id, service, action, status and reason."""
+    log.info(
+        "event %(event_id)s source=%(source)s service=%(service)s action=%(action)s "
+        "status=%(status)s reason=%(reason)s",
+        fields,
+        extra={"fields": fields},
+    )
 
 
 def _fail(events: list[Event] | tuple[Event, ...], reason: str, message: str) -> None:

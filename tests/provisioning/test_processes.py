@@ -3,8 +3,10 @@ processes, a worker killed mid-create, and a clean SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+import requests
 import yaml
 from sqlalchemy import func, select
 
@@ -73,18 +76,18 @@ def config_tree(config_tree: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def start_worker(app, config_tree, tmp_path) -> Iterator[Callable[[], Worker]]:
+def start_worker(app, config_tree, tmp_path) -> Iterator[Callable[..., Worker]]:
     """Start `bridge --config <file> worker` processes on the test database and simulator."""
     assert BRIDGE.exists(), f"{BRIDGE} is missing: install the project into the venv"
     config_file = tmp_path / "bridge.yaml"
     config_file.write_text(yaml.safe_dump(config_tree), encoding="utf-8")
     started: list[Worker] = []
 
-    def start() -> Worker:
+    def start(*options: str) -> Worker:
         log_path = tmp_path / f"worker{len(started)}.log"
         log_file = log_path.open("wb")
         proc = subprocess.Popen(
-            [str(BRIDGE), "--config", str(config_file), "worker"],
+            [str(BRIDGE), "--config", str(config_file), "worker", *options],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -225,3 +228,45 @@ def test_sigterm_on_an_idle_worker_exits_cleanly_and_promptly(start_worker, sim)
     assert "SIGTERM received" in log
     assert "stopped after 0 reconciles" in log
     assert sim.requests() == []
+
+
+def test_worker_logs_json_lines_and_serves_its_metrics(
+    client, sim, db, start_worker, config_tree, tmp_path
+):
+    config_tree["logging"] = {"level": "INFO", "json": True}
+    (tmp_path / "bridge.yaml").write_text(yaml.safe_dump(config_tree), encoding="utf-8")
+    services = [5101, 5102, 5103]
+    queue_creates(client, services)
+    port = free_port()
+    worker = start_worker("--metrics", f"127.0.0.1:{port}")
+    wait_until(lambda: count_events(db, EventStatus.APPLIED) == 3, 60, "the creates to apply")
+
+    scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert (
+        'bridge_mailserver_calls_total{method="POST",route="/api/v1/accounts/",status="200"} 3.0'
+        in scraped
+    )
+    assert 'bridge_reconciles_total{outcome="applied"} 3.0' in scraped
+    assert "bridge_mailserver_logins_total 1.0" in scraped
+
+    worker.stop()
+    lines = [json.loads(line) for line in worker.log().splitlines()]  # every line is JSON
+    outcomes = {line["service"]: line for line in lines if line.get("event_id") is not None}
+    assert set(outcomes) == {str(s) for s in services}
+    for line in outcomes.values():
+        assert line["action"] == "create"
+        assert line["status"] == "applied"
+        assert line["reason"] is None
+        assert line["message"].startswith(f"event {line['event_id']} source=whmcs")
+
+
+def test_worker_metrics_option_is_checked(start_worker):
+    worker = start_worker("--metrics", "127.0.0.1:notaport")
+    assert worker.proc.wait(timeout=30) == 2
+    assert "is not [HOST:]PORT" in worker.log()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

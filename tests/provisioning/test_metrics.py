@@ -1,0 +1,206 @@
+"""/metrics: counters from the code paths that do the work, gauges from the ledger, and the
+multiprocess mode under a real gunicorn with several workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
+
+from bridge import metrics
+from bridge.db import make_engine, utcnow
+from bridge.hooks.base import Action
+from bridge.hooks.samples import whmcs_envelope
+from bridge.mailserver.ratelimit import Gate
+from bridge.models import Event
+from tests.builders import post_hook, signed_headers
+from tests.provisioning.test_processes import wait_until
+
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def scrape(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of an exposition, keyed by name and labels."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_intake_and_mail_server_calls_are_counted(client, sim):
+    before = scrape(client.get("/metrics").get_data(as_text=True))
+    created = post_hook(client, "whmcs", whmcs_envelope(Action.CREATE, 71, product=1))
+    assert created.get_json()["status"] == "applied"
+    refused = post_hook(client, "whmcs", whmcs_envelope(Action.CREATE, 72), timestamp=1)
+    assert refused.status_code == 401
+    assert client.post("/hooks/nosuchsource", json={}).status_code == 404
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    after = scrape(response.get_data(as_text=True))
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("bridge_intake_seconds_count", source="whmcs") == 2
+    assert grew("bridge_hook_answers_total", source="whmcs", code="200") == 1
+    assert grew("bridge_hook_answers_total", source="whmcs", code="401") == 1
+    assert grew("bridge_hook_answers_total", source="unknown", code="404") == 1
+    # The create: one lookup and one POST, labelled by route without the username.
+    assert (
+        grew(
+            "bridge_mailserver_calls_total", method="POST", route="/api/v1/accounts/", status="200"
+        )
+        == 1
+    )
+    assert grew("bridge_reconciles_total", outcome="applied") == 1
+    routes = {dict(labels).get("route", "") for (_, labels) in after}
+    assert not any("mail71" in route for route in routes)
+    assert value(after, "bridge_events", source="whmcs", action="create", status="applied") == 1
+    assert value(after, "bridge_ledger_up") == 1
+
+
+def test_queue_depth_and_age_come_from_the_ledger(client, db, sim):
+    sim.fault(kind="down", seconds=600)  # inline apply fails: the events stay queued
+    for service in (81, 82, 83):
+        assert post_hook(client, "whmcs", whmcs_envelope(Action.CREATE, service)).status_code == 202
+    db.execute(
+        update(Event)
+        .where(Event.service_ref == "81")
+        .values(received_at=utcnow() - timedelta(hours=1))
+    )
+    db.commit()
+    samples = scrape(client.get("/metrics").get_data(as_text=True))
+    assert value(samples, "bridge_events", source="whmcs", action="create", status="queued") == 3
+    assert value(samples, "bridge_queue_depth") == 3
+    assert 3600 <= value(samples, "bridge_queue_oldest_seconds") < 3700
+
+
+def test_retries_limiter_waits_and_the_circuit(app, client, sim):
+    before = scrape(client.get("/metrics").get_data(as_text=True))
+    sim.fault(kind="html_502", method="GET", path="/api/v1/accounts/")
+    answer = post_hook(client, "whmcs", whmcs_envelope(Action.CREATE, 91)).get_json()
+    assert answer["status"] == "queued"
+    with app.extensions["bridge.engine"].begin() as conn:
+        conn.execute(update(Gate).values(failures=6, open_until=time.time() + 60))
+    after = scrape(client.get("/metrics").get_data(as_text=True))
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert (
+        grew("bridge_mailserver_calls_total", method="GET", route="/api/v1/accounts/", status="502")
+        == 1
+    )
+    assert grew("bridge_retries_scheduled_total", reason="mailserver_unavailable") == 1
+    assert grew("bridge_reconciles_total", outcome="retry") == 1
+    assert grew("bridge_ratelimit_wait_seconds_count") >= 2  # the login and the lookup
+    assert value(after, "bridge_mailserver_circuit_open") == 1
+    assert value(after, "bridge_mailserver_consecutive_failures") == 6
+
+
+def test_a_scrape_answers_when_the_ledger_does_not(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/missing/dir/bridge.db")
+    body, _ = metrics.exposition(metrics.LedgerCollector(engine))
+    samples = scrape(body.decode())
+    assert value(samples, "bridge_ledger_up") == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def gunicorn(config_tree, tmp_path):
+    """The bridge under real gunicorn: 2 worker processes, metrics folder in tmp_path."""
+    config_tree["intake"]["inline_timeout_s"] = 0
+    config_file = tmp_path / "bridge.yaml"
+    config_file.write_text(yaml.safe_dump(config_tree), encoding="utf-8")
+    port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    log = (tmp_path / "gunicorn.log").open("wb")
+    env = {
+        **os.environ,
+        "BRIDGE_CONFIG": str(config_file),
+        "BRIDGE_BIND": f"127.0.0.1:{port}",
+        "BRIDGE_WORKERS": "2",
+        "BRIDGE_THREADS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    proc = subprocess.Popen(
+        [str(GUNICORN), "--config", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_until(up, 60, "gunicorn to answer")
+        yield url, proc, metrics_dir
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def worker_pids(metrics_dir: Path) -> set[str]:
+    return {f.stem.rsplit("_", 1)[1] for f in metrics_dir.glob("counter_*.db")}
+
+
+def test_metrics_add_up_every_gunicorn_worker(gunicorn):
+    url, proc, metrics_dir = gunicorn
+    sent = 40
+
+    def deliver(service: int) -> int:
+        body = json.dumps(whmcs_envelope(Action.CREATE, 4000 + service)).encode()
+        return requests.post(
+            f"{url}/hooks/whmcs", data=body, headers=signed_headers("whmcs", body), timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(deliver, range(sent))) == {202}
+    assert len(worker_pids(metrics_dir)) == 2, "both workers should have taken hooks"
+
+    def intake_count() -> float:
+        samples = scrape(requests.get(f"{url}/metrics", timeout=10).text)
+        return value(samples, "bridge_intake_seconds_count", source="whmcs")
+
+    # Whichever worker answers the scrape, it reports what both did.
+    assert {intake_count() for _ in range(10)} == {sent}
+
+    # A worker that dies keeps its counts in the total; its replacement starts at zero.
+    victim = next(iter(worker_pids(metrics_dir)))
+    os.kill(int(victim), signal.SIGKILL)
+    wait_until(lambda: deliver(sent) == 202, 30, "gunicorn to take hooks again")
+    assert {intake_count() for _ in range(10)} == {sent + 1}
