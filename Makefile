@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export BRIDGE_CONFIG ?= config.example.yaml
 
-.PHONY: install install-dev run test lint clean
+.PHONY: install install-dev run test bench lint clean
 
 install: $(VENV)/.runtime  ## create .venv with the runtime dependencies and the bridge command
 
@@ -33,9 +33,12 @@ run: install  ## migrate the database, start the NMS simulator and a worker, ser
 test: install-dev  ## run the whole suite (SQLite; PostgreSQL when BRIDGE_TEST_DATABASE_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: install-dev  ## measure intake, calls per action, drain time and memory (minutes; not in `make test`)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: install-dev
-	$(BIN)/ruff check bridge nmsim tests migrations
-	$(BIN)/ruff format --check bridge nmsim tests migrations
+	$(BIN)/ruff check bridge nmsim tests migrations bench
+	$(BIN)/ruff format --check bridge nmsim tests migrations bench
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

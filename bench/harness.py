@@ -6,7 +6,7 @@ Nothing here is imported by the bridge or by the tests. Scripts use it like this
     with Stack(database_url=None, rate=10) as stack:   # None = a fresh SQLite file
         web = stack.start_web()
         worker = stack.start_worker()
-        stack.post("whmcs", whmcs_envelope(Action.CREATE, 1))
+        stack.post(web.url, "whmcs", whmcs_envelope(Action.CREATE, 1))
 """
 
 from __future__ import annotations
@@ -126,18 +126,27 @@ def postgres_url(name: str) -> str | None:
     return f"{server}/{name}"
 
 
-def report(name: str, value: float, unit: str, *, ratio: float | None, versus: str,
-           **details: Any) -> None:
+def report(
+    name: str, value: float, unit: str, *, ratio: float | None, versus: str, **details: Any
+) -> None:
     """Print the one result line of a measurement and append it to $BENCH_RESULTS (JSON
     lines) when set. `ratio` is value / reference, measured in the same run."""
     extra = "  ".join(f"{k}={v}" for k, v in details.items())
     shown = "n/a" if ratio is None else f"{ratio:.2f}"
-    print(f"{name:<34} {value:>10.2f} {unit:<10} ratio {shown:>6} vs {versus}  {extra}".rstrip(),
-          flush=True)
+    print(
+        f"{name:<34} {value:>10.2f} {unit:<10} ratio {shown:>6} vs {versus}  {extra}".rstrip(),
+        flush=True,
+    )
     target = os.environ.get("BENCH_RESULTS")
     if target:
-        line = {"name": name, "value": value, "unit": unit, "ratio": ratio, "versus": versus,
-                **details}
+        line = {
+            "name": name,
+            "value": value,
+            "unit": unit,
+            "ratio": ratio,
+            "versus": versus,
+            **details,
+        }
         with open(target, "a", encoding="utf-8") as out:
             out.write(json.dumps(line) + "\n")
 
@@ -243,14 +252,24 @@ class Stack:
         self.config_path.write_text(yaml.safe_dump(self.config()), encoding="utf-8")
         self.sim = self.spawn(
             "nmsim",
-            [sys.executable, "-m", "nmsim", "--port", str(self.sim_port),
-             "--rate-limit", str(self.sim_rate)],
+            [
+                sys.executable,
+                "-m",
+                "nmsim",
+                "--port",
+                str(self.sim_port),
+                "--rate-limit",
+                str(self.sim_rate),
+            ],
         )
         wait_until(lambda: listening(self.sim_port), 15, "the simulator to listen")
         self.sim_call("PATCH", "/_sim/config", {"request_log_max": 200_000})
         subprocess.run(
             [str(BIN / "bridge"), "--config", str(self.config_path), "db", "upgrade"],
-            check=True, cwd=ROOT, env=self.env(), capture_output=True,
+            check=True,
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
         )
         return self
 
@@ -263,10 +282,20 @@ class Stack:
 
     def config(self) -> dict[str, Any]:
         """The bridge config the processes run on."""
-        starter = {"domains": 1, "domain_aliases": 1, "aliases": 10, "mailboxes": 5,
-                   "storage_mb": 5120}
-        business = {"domains": 3, "domain_aliases": 3, "aliases": 50, "mailboxes": 25,
-                    "storage_mb": 51200}
+        starter = {
+            "domains": 1,
+            "domain_aliases": 1,
+            "aliases": 10,
+            "mailboxes": 5,
+            "storage_mb": 5120,
+        }
+        business = {
+            "domains": 3,
+            "domain_aliases": 3,
+            "aliases": 50,
+            "mailboxes": 25,
+            "storage_mb": 51200,
+        }
         return {
             "database_url": self.database_url,
             "mailserver": {
@@ -282,8 +311,10 @@ class Stack:
                 "blesta": {"kind": "blesta", "secrets": [SECRETS["blesta"]]},
             },
             "tiers": {"starter": starter, "business": business},
-            "products": {"whmcs": {1: "starter", 2: "business"},
-                         "blesta": {1: "starter", 2: "business"}},
+            "products": {
+                "whmcs": {1: "starter", 2: "business"},
+                "blesta": {1: "starter", 2: "business"},
+            },
             "addons": {"whmcs": {"extra_mailboxes": {"mailboxes": 1, "storage_mb": 1024}}},
             "intake": {"inline_timeout_s": self.inline_timeout_s},
             "retry": {"schedule_s": self.retry_schedule_s, "lease_s": self.lease_s},
@@ -309,9 +340,16 @@ class Stack:
         port = port or free_port()
         proc = self.spawn(
             "web",
-            [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
-             "--access-logfile", "/dev/null", "wsgi:app"],
-            BRIDGE_BIND=f"127.0.0.1:{port}", BRIDGE_WORKERS=str(workers),
+            [
+                str(BIN / "gunicorn"),
+                "--config",
+                str(ROOT / "gunicorn.conf.py"),
+                "--access-logfile",
+                "/dev/null",
+                "wsgi:app",
+            ],
+            BRIDGE_BIND=f"127.0.0.1:{port}",
+            BRIDGE_WORKERS=str(workers),
             BRIDGE_THREADS=str(threads),
         )
         proc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
