@@ -19,7 +19,7 @@ from bridge.config import Settings, SourceSettings
 from bridge.db import get_session, sessions, utcnow
 from bridge.errors import BridgeError, error_response
 from bridge.hooks import ADAPTERS
-from bridge.hooks.base import BillingEvent, PayloadError
+from bridge.hooks.base import BillingEvent, Ignored, PayloadError
 from bridge.hooks.signature import SignatureError, verify
 from bridge.mailserver import MailServerError
 from bridge.mappings import resolve
@@ -134,14 +134,12 @@ def receive(source: str) -> ResponseReturnValue:
     digest = hashlib.sha256(body).hexdigest()
     session = get_session()
     try:
+        # Parse and hash before the first query: on SQLite that query takes the write lock,
+        # and the password hash is the slowest step of the request.
+        parsed, password_hash = _parse_and_hash(src.kind, body, signed_at, webhook_id)
         existing = ledger.find_event(session, source, webhook_id, digest)
         if existing is not None:
             return _redelivered(session, settings, existing)
-        parsed = _parse(src.kind, body, signed_at)
-        password_hash = None
-        if isinstance(parsed, BillingEvent) and parsed.password is not None:
-            password_hash = check_and_hash(parsed.password, parsed.password_field)
-            parsed = dataclasses.replace(parsed, password=None)
         try:
             event = ledger.record_event(
                 session,
@@ -202,8 +200,15 @@ def _redelivered(session: Any, settings: Settings, event: Event) -> ResponseRetu
     return answer(event, duplicate=True)
 
 
-def _parse(kind: str, body: bytes, signed_at: int) -> Any:
-    return ADAPTERS[kind].parse(_parse_object(body), signed_at)
+def _parse_and_hash(
+    kind: str, body: bytes, signed_at: int, webhook_id: str
+) -> tuple[BillingEvent | Ignored, str | None]:
+    """The normalized event, without its password, and that password's hash."""
+    parsed = ADAPTERS[kind].parse(_parse_object(body), signed_at)
+    if not isinstance(parsed, BillingEvent) or parsed.password is None:
+        return parsed, None
+    password_hash = check_and_hash(parsed.password, parsed.password_field)
+    return dataclasses.replace(parsed, password=None), password_hash
 
 
 def _parse_object(body: bytes) -> dict[str, Any]:

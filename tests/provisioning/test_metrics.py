@@ -151,7 +151,14 @@ def gunicorn(config_tree, tmp_path):
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     proc = subprocess.Popen(
-        [str(GUNICORN), "--config", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+        [
+            str(GUNICORN),
+            "--config",
+            str(ROOT / "gunicorn.conf.py"),
+            "--access-logformat",
+            "pid=%(p)s %(r)s",
+            "wsgi:app",
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -167,19 +174,25 @@ def gunicorn(config_tree, tmp_path):
 
     try:
         wait_until(up, 60, "gunicorn to answer")
-        yield url, proc, metrics_dir
+        yield url, proc, tmp_path / "gunicorn.log"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         log.close()
 
 
-def worker_pids(metrics_dir: Path) -> set[str]:
-    return {f.stem.rsplit("_", 1)[1] for f in metrics_dir.glob("counter_*.db")}
+def pids_that_served(log: Path, what: str) -> set[str]:
+    """gunicorn worker pids in the access log lines of requests containing `what`."""
+    lines = log.read_text(errors="replace").splitlines()
+    return {
+        line.split()[0][4:].strip("<>")
+        for line in lines
+        if line.startswith("pid=") and what in line
+    }
 
 
 def test_metrics_add_up_every_gunicorn_worker(gunicorn):
-    url, proc, metrics_dir = gunicorn
+    url, proc, log = gunicorn
     sent = 40
 
     def deliver(service: int) -> int:
@@ -190,7 +203,8 @@ def test_metrics_add_up_every_gunicorn_worker(gunicorn):
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(deliver, range(sent))) == {202}
-    assert len(worker_pids(metrics_dir)) == 2, "both workers should have taken hooks"
+    served = pids_that_served(log, "POST /hooks/whmcs")
+    assert len(served) == 2, "both workers should have taken hooks"
 
     def intake_count() -> float:
         samples = scrape(requests.get(f"{url}/metrics", timeout=10).text)
@@ -200,7 +214,7 @@ def test_metrics_add_up_every_gunicorn_worker(gunicorn):
     assert {intake_count() for _ in range(10)} == {sent}
 
     # A worker that dies keeps its counts in the total; its replacement starts at zero.
-    victim = next(iter(worker_pids(metrics_dir)))
+    victim = served.pop()
     os.kill(int(victim), signal.SIGKILL)
     wait_until(lambda: deliver(sent) == 202, 30, "gunicorn to take hooks again")
     assert {intake_count() for _ in range(10)} == {sent + 1}
