@@ -143,12 +143,20 @@ class RateLimiter:
         with self.engine.begin() as conn:
             row = self._locked_row(conn)
             now = self.clock()
-            failures = row.failures + 1
-            values: dict[str, float | int] = {"failures": failures}
+            values: dict[str, float | int] = {}
             if throttled:
                 values["blocked_until"] = max(
                     row.blocked_until, now + (retry_after or DEFAULT_RETRY_AFTER_S)
                 )
+            if row.open_until > now:
+                # A call that took its slot before the circuit opened: this outage is already
+                # paused for. Counting it would double the pause once per call in flight, and
+                # a 10 s outage would stop every call for the 300 s cap (the soak saw this).
+                if values:
+                    conn.execute(update(Gate).where(Gate.key == self.key).values(**values))
+                return
+            failures = row.failures + 1
+            values["failures"] = failures
             if failures >= FAILURES_TO_OPEN:
                 cooldown = min(
                     MAX_COOLDOWN_S, FIRST_COOLDOWN_S * 2 ** (failures - FAILURES_TO_OPEN)

@@ -198,6 +198,28 @@ def test_the_cooldown_doubles_up_to_the_cap(engine, fake):
     assert cooldowns[-1] == MAX_COOLDOWN_S
 
 
+def test_failures_of_calls_already_in_flight_do_not_lengthen_the_pause(engine, fake):
+    lim = limiter(engine, fake)
+    for _ in range(FAILURES_TO_OPEN):
+        lim.failed()
+    for _ in range(12):  # calls that had their slots before the circuit opened
+        lim.failed()
+    assert lim.state().open_until - fake.now == pytest.approx(FIRST_COOLDOWN_S)
+
+    fake.now = lim.state().open_until + 0.01
+    lim.acquire()  # the probe after the pause
+    lim.failed()  # fails: only now does the pause double
+    assert lim.state().open_until - fake.now == pytest.approx(2 * FIRST_COOLDOWN_S)
+
+
+def test_a_429_while_the_circuit_is_open_still_blocks(engine, fake):
+    lim = limiter(engine, fake)
+    for _ in range(FAILURES_TO_OPEN):
+        lim.failed()
+    lim.failed(600, throttled=True)
+    assert lim.state().blocked_until == pytest.approx(fake.now + 600)
+
+
 def test_a_deadline_before_the_next_slot_raises_without_taking_it(engine, fake):
     rate = 2.0
     interval = SPACING_MARGIN / rate
