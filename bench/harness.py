@@ -206,13 +206,15 @@ class Proc:
         return self.proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL the process and its children (a crash, not a shutdown)."""
-        for pid in children(self.pid):
+        """SIGKILL the process, then its children (a crash, not a shutdown): the parent
+        first, so a gunicorn master cannot start a replacement worker meanwhile."""
+        kids = children(self.pid)
+        self.stop(signal.SIGKILL)
+        for pid in kids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self.stop(signal.SIGKILL)
 
 
 class Stack:
