@@ -67,6 +67,9 @@ class Service(Base):
     domain: Mapped[str | None] = mapped_column(String(255))
     client_ref: Mapped[str | None] = mapped_column(String(64))
     client_email: Mapped[str | None] = mapped_column(String(320))
+    #: The recovery e-mail our last create POST carried (stored before the POST): a
+    #: DomainAdmin with it is ours even if the answer was lost and the client moved since.
+    created_as_email: Mapped[str | None] = mapped_column(String(320))
     client_name: Mapped[str | None] = mapped_column(String(255))
     product_id: Mapped[str | None] = mapped_column(String(64))
     tier_key: Mapped[str | None] = mapped_column(String(64))

@@ -31,6 +31,8 @@ from bridge.provisioning.reconcile import Desired, Plan, delete_time, execute, p
 
 log = logging.getLogger(__name__)
 
+#: Service columns a plan may store before the call that makes them true.
+REMEMBERED = ("suspended_accounts", "created_as_email")
 #: Events whose effect is the bundle: blocked with it when the bundle cannot be applied.
 PACKAGE_ACTIONS = ("create", "change_package")
 
@@ -129,6 +131,7 @@ def snapshot(session: Session, service: Service, settings: Settings) -> Desired:
         ),
         transfer_to_username=target.username if target is not None else None,
         transfer_to_ref=service.transfer_to,
+        created_as_email=service.created_as_email,
     )
 
 
@@ -158,11 +161,13 @@ def reconcile_service(
             target = client.find_domainadmin(desired.transfer_to_username)
         result_plan = plan(desired, actual, now, target)
 
-        def remember(enabled: list[str]) -> None:
+        def remember(column: str, value: object) -> None:
+            if column not in REMEMBERED:
+                raise ValueError(column)
             with transaction(factory) as session:
                 row = session.get(Service, service_id)
                 if row is not None:
-                    row.suspended_accounts = enabled
+                    setattr(row, column, value)
 
         record = execute(desired, result_plan.steps, client, remember)
     except TransientError as exc:

@@ -46,6 +46,7 @@ class Desired:
     suspended_accounts: tuple[str, ...] | None
     transfer_to_username: str | None = None
     transfer_to_ref: str | None = None
+    created_as_email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,8 @@ def plan(
             result.add("disable", "disable it (the service is suspended)", remember=False)
         return result
 
-    if (
-        not desired.applied_before
-        and desired.recovery_email
-        and (actual.recovery_email.lower() != desired.recovery_email.lower())
-    ):
+    ours = {e.lower() for e in (desired.recovery_email, desired.created_as_email) if e}
+    if not desired.applied_before and ours and actual.recovery_email.lower() not in ours:
         raise PermanentError(
             "username_taken",
             f'a DomainAdmin "{desired.username}" already exists and its recovery e-mail does '
@@ -239,14 +237,17 @@ def execute(
     desired: Desired,
     steps: list[Step],
     client: MailServerClient,
-    remember: Callable[[list[str]], None],
+    remember: Callable[[str, Any], None],
 ) -> dict[str, Any]:
-    """Run the steps in order; return what the service row must record afterwards."""
+    """Run the steps in order; return what the service row must record afterwards.
+    `remember(column, value)` stores a fact on the service row at once, before the call
+    that makes it true, so a crash right after the call cannot lose it."""
     record: dict[str, Any] = {}
     username = desired.username
     assert username is not None
     for step in steps:
         if step.kind == "create":
+            remember("created_as_email", desired.recovery_email or "")
             client.create_domainadmin(
                 username,
                 desired.password_hash or random_password_hash(),
@@ -262,7 +263,7 @@ def execute(
             if step.args.get("remember"):
                 users = client.list_mailusers(step.args["domains"])
                 enabled = [u.username for u in users if u.enabled]
-                remember(enabled)  # stored before the disable, so a crash cannot lose it
+                remember("suspended_accounts", enabled)
                 record["suspended_accounts"] = enabled
             client.cascade(username, "disable")
         elif step.kind == "enable":

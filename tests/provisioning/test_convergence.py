@@ -133,6 +133,20 @@ def test_create_adopts_an_existing_account_of_the_same_owner(client, sim):
     assert sim.account("mail1001")["quota_mailboxes"] == 5
 
 
+def test_a_create_whose_answer_was_lost_is_ours_after_the_client_moved(client, sim, work):
+    # The NMS creates the account but the gateway answers 504; before the retry, billing
+    # moves the service to another client (a new recovery e-mail). The soak found this.
+    sim.fault(kind="html_504", method="POST", path="/api/v1/accounts/", after=True)
+    assert send(client, Action.CREATE, client=501)["status"] == "queued"
+    assert sim.account("mail1001")["recovery_email"] == "owner501@example.org"
+    moved = send(client, Action.TRANSFER, client=777, previous_client=501)
+    assert moved["status"] == "applied"
+    work()
+
+    assert sim.account("mail1001")["recovery_email"] == "owner777@example.org"
+    assert [e["method"] for e in sim.writes()].count("POST") == 1  # created once
+
+
 def test_create_refuses_a_username_owned_by_someone_else(client, sim):
     sim.seed(
         {
