@@ -20,6 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+KEPT_FROM = "\n## Notes"
 BENCHES = {
     "intake": "intake throughput and latency vs a minimal HMAC + sqlite3 endpoint",
     "calls": "mail-server calls per lifecycle action, and for duplicate deliveries",
@@ -82,7 +83,12 @@ def record(results: list[dict], took: dict[str, float]) -> None:
         *rows,
         "",
     ]
-    (HERE / "RESULTS.md").write_text("\n".join(text), encoding="utf-8")
+    # Hand-written sections (the soak's runs, how to read the figures) are kept.
+    target = HERE / "RESULTS.md"
+    kept = target.read_text(encoding="utf-8").partition(KEPT_FROM) if target.exists() else ()
+    if kept and kept[1]:
+        text += [KEPT_FROM + kept[2].rstrip("\n"), ""]
+    target.write_text("\n".join(text), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,7 +177,11 @@ def gunicorn(config_tree, tmp_path):
         yield url, proc, tmp_path / "gunicorn.log"
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         log.close()
 
 
