@@ -10,6 +10,10 @@ HASH_PREFIX = "{SHA512-CRYPT}"
 # 5000 rounds is the crypt(3) default: the plain "$6$salt$hash" form that Dovecot and the
 # NMS accept (https://doc.dovecot.org/configuration_manual/authentication/password_schemes/).
 _hasher = sha512_crypt.using(rounds=5000)
+# passlib builds its hash64 codec lazily, and two threads building it at once fail with
+# AttributeError '_lazy_opts' (seen as HTTP 500s when a new gunicorn worker's first hooks
+# arrive together). One hash here builds it while imports are still one at a time.
+_hasher.hash("Warm-up-0nly")
 
 
 class PasswordPolicyError(BridgeError):

@@ -4,6 +4,8 @@ database or an HTTP answer (DESIGN.md section 3, safety rules)."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,17 @@ def test_a_weak_password_is_refused_by_field():
     assert error.http_status == 422
     assert error.errors == {"vars.password": [LENGTH, UPPER, DIGIT]}
     assert "weakpass" not in error.message
+
+
+def test_the_hash_codec_is_ready_before_any_thread_hashes():
+    # A fresh process, as a new gunicorn worker: importing the module must leave passlib's
+    # lazily built codec built, or the first concurrent hashes race to build it.
+    probe = (
+        "import bridge.passwords, passlib.utils.binary as binary; print(type(binary.h64).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Base64Engine"
 
 
 @pytest.mark.parametrize(
