@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,6 +31,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from bridge.models import Event, EventStatus, Service
+
+if TYPE_CHECKING:  # ratelimit imports this module
+    from bridge.mailserver.ratelimit import GateState
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ LIMITER_WAIT = Histogram(
 )
 RECONCILES = Counter(
     "bridge_reconciles",
-    "Reconciles of one service, by outcome (applied, retry, failed, busy).",
+    "Reconciles of one service, by outcome (applied, retry, failed).",
     ["outcome"],
 )
 RETRIES = Counter(
@@ -78,7 +82,9 @@ RETRIES = Counter(
 class LedgerCollector(Collector):
     """Gauges computed from the shared database when scraped."""
 
-    def __init__(self, engine: Engine, limiter_state=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, engine: Engine, limiter_state: Callable[[], GateState] | None = None
+    ) -> None:
         self.engine = engine
         self.limiter_state = limiter_state
 

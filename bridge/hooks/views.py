@@ -136,7 +136,7 @@ def receive(source: str) -> ResponseReturnValue:
     try:
         # Parse and hash before the first query: on SQLite that query takes the write lock,
         # and the password hash is the slowest step of the request.
-        parsed, password_hash = _parse_and_hash(src.kind, body, signed_at, webhook_id)
+        parsed, password_hash = _parse_and_hash(src.kind, body, signed_at)
         existing = ledger.find_event(session, source, webhook_id, digest)
         if existing is not None:
             return _redelivered(session, settings, existing)
@@ -201,7 +201,7 @@ def _redelivered(session: Any, settings: Settings, event: Event) -> ResponseRetu
 
 
 def _parse_and_hash(
-    kind: str, body: bytes, signed_at: int, webhook_id: str
+    kind: str, body: bytes, signed_at: int
 ) -> tuple[BillingEvent | Ignored, str | None]:
     """The normalized event, without its password, and that password's hash."""
     parsed = ADAPTERS[kind].parse(_parse_object(body), signed_at)

@@ -24,7 +24,7 @@ from bridge import metrics
 from bridge.config import Settings
 from bridge.db import transaction, utcnow
 from bridge.errors import BridgeError
-from bridge.mailserver import MailServer, PermanentError, TransientError
+from bridge.mailserver import MailServer, MailServerClient, PermanentError, TransientError
 from bridge.mappings import UNLIMITED, resolve
 from bridge.models import Attempt, Event, EventStatus, Service
 from bridge.provisioning.reconcile import Desired, Plan, delete_time, execute, plan
@@ -135,6 +135,15 @@ def snapshot(session: Session, service: Service, settings: Settings) -> Desired:
     )
 
 
+def read_and_plan(client: MailServerClient, desired: Desired, now: datetime) -> Plan:
+    """Read the DomainAdmin (and a transfer's receiver) and plan the calls."""
+    actual = client.find_domainadmin(desired.username) if desired.username else None
+    target = None
+    if desired.transfer_to_username:
+        target = client.find_domainadmin(desired.transfer_to_username)
+    return plan(desired, actual, now, target)
+
+
 def reconcile_service(
     factory: sessionmaker[Session],
     server: MailServer,
@@ -155,11 +164,7 @@ def reconcile_service(
             if service is None or service.lease_owner != owner:
                 return Outcome(service_id, "busy", "lease_lost", "another process holds it")
             desired = snapshot(session, service, settings)
-        actual = client.find_domainadmin(desired.username) if desired.username else None
-        target = None
-        if desired.transfer_to_ref is not None and desired.transfer_to_username:
-            target = client.find_domainadmin(desired.transfer_to_username)
-        result_plan = plan(desired, actual, now, target)
+        result_plan = read_and_plan(client, desired, now)
 
         def remember(column: str, value: object) -> None:
             if column not in REMEMBERED:
@@ -413,13 +418,8 @@ def inspect(
             desired = snapshot(session, service, settings)
         except BridgeError as exc:
             return Inspection(service_id, label, None, exc)
-    client = server.client()
     try:
-        actual = client.find_domainadmin(desired.username) if desired.username else None
-        target = None
-        if desired.transfer_to_username:
-            target = client.find_domainadmin(desired.transfer_to_username)
-        return Inspection(service_id, label, plan(desired, actual, now, target), None)
+        return Inspection(service_id, label, read_and_plan(server.client(), desired, now), None)
     except BridgeError as exc:
         return Inspection(service_id, label, None, exc)
 

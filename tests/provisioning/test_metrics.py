@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from bridge.hooks.samples import whmcs_envelope
 from bridge.mailserver.ratelimit import Gate
 from bridge.models import Event
 from tests.builders import post_hook, signed_headers
-from tests.provisioning.test_processes import wait_until
+from tests.provisioning.test_processes import free_port, wait_until
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,12 +123,6 @@ def test_a_scrape_answers_when_the_ledger_does_not(tmp_path):
     body, _ = metrics.exposition(metrics.LedgerCollector(engine))
     samples = scrape(body.decode())
     assert value(samples, "bridge_ledger_up") == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
