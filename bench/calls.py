@@ -37,8 +37,8 @@ import requests
 from sqlalchemy import Engine, create_engine, text
 
 from bench.harness import SIM_MASTER, Proc, Stack, report, signed, wait_until
-from bridge.hooks.base import Action
-from bridge.hooks.samples import whmcs_envelope
+from bridge.adapters.samples import whmcs_envelope
+from bridge.lifecycle import Action
 
 SOURCE = "whmcs"
 AUTH_ROUTE = "/api/v1/auth/"

@@ -54,7 +54,7 @@ from bench.calls import (
     wait_applied,
 )
 from bench.harness import BIN, ROOT, Proc, Stack, report
-from bridge.hooks.base import Action
+from bridge.lifecycle import Action
 
 #: The starter tier of the bench config (product 1) as NMS quota fields.
 STARTER_QUOTAS = {

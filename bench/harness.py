@@ -93,7 +93,7 @@ def children(pid: int) -> list[int]:
 
 def signed(source: str, payload: Any, webhook_id: str | None = None) -> tuple[bytes, dict]:
     """Body and Standard Webhooks headers for one delivery."""
-    from bridge.hooks.signature import sign
+    from bridge.signature import sign
 
     body = json.dumps(payload).encode()
     msg_id = webhook_id or f"msg_{uuid.uuid4().hex}"

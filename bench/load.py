@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.harness import signed
-from bridge.hooks.base import Action
-from bridge.hooks.samples import whmcs_envelope
+from bridge.adapters.samples import whmcs_envelope
+from bridge.lifecycle import Action
 
 #: What follows a create, in turn: a billing system's everyday traffic besides new orders.
 FOLLOW_UPS: tuple[tuple[Action, dict[str, Any]], ...] = (

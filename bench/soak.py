@@ -56,8 +56,8 @@ from bench.harness import (
     signed,
     wait_until,
 )
-from bridge.hooks.base import Action
-from bridge.hooks.samples import sample
+from bridge.adapters.samples import sample
+from bridge.lifecycle import Action
 
 #: Bundle field -> simulator account field (the NMS API's names, written out here on purpose
 #: so the check does not reuse the bridge's own mapping).

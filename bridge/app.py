@@ -1,15 +1,14 @@
-"""The application factory: config, logging, database, blueprints, error handlers."""
+"""The application factory: config, logging, runtime, blueprints, error handlers."""
 
 from __future__ import annotations
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bridge import db
+from bridge import web
 from bridge.config import Settings, load_config
-from bridge.errors import register_error_handlers
 from bridge.logging import configure_logging
-from bridge.provisioning import build_mailserver
+from bridge.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Flask:
@@ -19,12 +18,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         configure_logging(settings.logging.level, settings.logging.json)
     app = Flask("bridge")
     app.config.update(
-        BRIDGE_SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.intake.max_body_bytes,
         SECRET_KEY=settings.admin.secret_key or None,
         JSON_SORT_KEYS=False,
-    )
-    app.config.update(
         SESSION_COOKIE_SECURE=settings.admin.secure_cookies,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -33,23 +29,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         # Behind nginx: take the client address from X-Forwarded-For (login rate limits).
         n = settings.admin.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
-    db.init_app(app, settings.database_url)
-    app.extensions["bridge.mailserver"] = build_mailserver(
-        settings, app.extensions["bridge.engine"]
-    )
-    register_error_handlers(app)
+    web.init_app(app, Runtime.build(settings))
+    web.register_error_handlers(app)
 
-    from bridge.hooks.views import bp as hooks_bp
-
-    app.register_blueprint(hooks_bp)
     from bridge.admin import bp as admin_bp
     from bridge.api import bp as api_bp
-
-    app.register_blueprint(admin_bp)
-    app.register_blueprint(api_bp)
-
+    from bridge.hooks.views import bp as hooks_bp
     from bridge.ops import bp as ops_bp
 
-    app.register_blueprint(ops_bp)
-
+    for blueprint in (hooks_bp, admin_bp, api_bp, ops_bp):
+        app.register_blueprint(blueprint)
     return app

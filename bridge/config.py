@@ -23,7 +23,7 @@ from bridge.mappings.schema import MappingsSchema
 DEFAULT_CONFIG = "config.yaml"
 FALLBACK_CONFIG = "config.example.yaml"
 
-#: About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then every 10 h (DESIGN.md section 3).
+#: About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then every 10 h (docs/design.md#schedule).
 DEFAULT_RETRY_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -156,8 +156,8 @@ class SourceSchema(_Strict):
 
     @validates_schema
     def known_kind_and_secrets(self, data: dict[str, Any], **kwargs: Any) -> None:
-        from bridge.hooks import ADAPTERS
-        from bridge.hooks.signature import decode_secret
+        from bridge.adapters import ADAPTERS
+        from bridge.signature import decode_secret
 
         if data.get("kind") not in ADAPTERS:
             raise ValidationError(f"must be one of: {', '.join(sorted(ADAPTERS))}", "kind")

@@ -1,4 +1,9 @@
-"""Database engine and sessions; SQLite (WAL) by default, PostgreSQL for scale-out."""
+"""Database engine and sessions; SQLite (WAL) by default, PostgreSQL for scale-out.
+
+The transaction rule (docs/architecture.md#transactions): building blocks take a session and
+never commit; writes happen in `transaction()`, short, and never across a network call; reads
+use the autocommit engine of `read_only()` and hold nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, current_app, g
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -70,35 +74,18 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Reads (an AUTOCOMMIT engine, see read_only()) take no lock at all.
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
-def init_app(app: Flask, url: str) -> None:
-    """Attach an engine and a session factory to the app; one session per request."""
-    engine = make_engine(url)
-    app.extensions["bridge.engine"] = engine
-    app.extensions["bridge.sessions"] = sessionmaker(engine, expire_on_commit=False)
-    app.teardown_request(_close_session)
-
-
-def sessions(app: Flask | None = None) -> sessionmaker[Session]:
-    """The app's session factory."""
-    return (app or current_app).extensions["bridge.sessions"]
-
-
-def get_session() -> Session:
-    """The request's session (created on first use, closed at teardown)."""
-    if "db_session" not in g:
-        g.db_session = sessions()()
-    return g.db_session
-
-
-def _close_session(_exc: BaseException | None) -> None:
-    session = g.pop("db_session", None)
-    if session is not None:
-        session.close()
+def read_only(engine: Engine) -> Engine:
+    """The same pool in autocommit: every statement reads the newest committed rows, no
+    transaction stays open and, on SQLite, no write lock is taken (readers never block intake).
+    """
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextmanager

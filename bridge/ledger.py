@@ -1,6 +1,6 @@
 """The ledger: store each event and fold it into its service's desired state, in one transaction.
 
-Events are edges, the bridge is level-triggered (DESIGN.md section 3). Each action touches
+Events are edges, the bridge is level-triggered (docs/design.md#desired-state). Each action touches
 some aspects of the desired state; an aspect only moves forward in billing time, so a late
 event cannot undo a newer one. An event whose every aspect is already newer is `superseded`.
 """
@@ -8,7 +8,6 @@ event cannot undo a newer one. An event whose every aspect is already newer is `
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -16,22 +15,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bridge.errors import BridgeError
-from bridge.hooks.base import Action, BillingEvent, Ignored, TransferKind
+from bridge.lifecycle import (
+    Action,
+    BillingEvent,
+    EventStatus,
+    Ignored,
+    ServiceState,
+    aspects_of,
+)
 from bridge.mappings import MappingError, Mappings, resolve
-from bridge.models import Event, EventStatus, Service, ServiceState
+from bridge.models import Event, Service
 
 log = logging.getLogger(__name__)
 
-#: Which parts of the desired state each action sets.
-ASPECTS: dict[Action, tuple[str, ...]] = {
-    Action.CREATE: ("lifecycle", "package", "password", "owner"),
-    Action.SUSPEND: ("lifecycle",),
-    Action.UNSUSPEND: ("lifecycle",),
-    Action.TERMINATE: ("lifecycle",),
-    Action.CHANGE_PACKAGE: ("package",),
-    Action.CHANGE_PASSWORD: ("password",),
-    Action.RENEW: (),
-}
 LIFECYCLE: dict[Action, ServiceState] = {
     Action.CREATE: ServiceState.ACTIVE,
     Action.UNSUSPEND: ServiceState.ACTIVE,
@@ -44,21 +40,6 @@ class IdempotencyConflictError(BridgeError):
     """A webhook id seen before arrived with a different body."""
 
     http_status = 422
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """The stored event and whether it was a repeat delivery."""
-
-    event: Event
-    duplicate: bool
-
-
-def aspects_of(event: BillingEvent) -> tuple[str, ...]:
-    """The desired-state aspects an event sets."""
-    if event.action is Action.TRANSFER:
-        return ("owner",) if event.transfer_kind is TransferKind.CLIENT else ("ownership",)
-    return ASPECTS[event.action]
 
 
 def find_event(session: Session, source: str, webhook_id: str, body_sha256: str) -> Event | None:
@@ -184,7 +165,7 @@ def record_event(
     if service.domain is None and parsed.domain:
         service.domain = parsed.domain
 
-    aspects = aspects_of(parsed)
+    aspects = aspects_of(parsed.action, parsed.transfer_kind)
     if not aspects:
         event.status, event.finished_at = EventStatus.APPLIED, now
         event.message = "recorded; a renewal changes nothing on the mail server"

@@ -1,4 +1,4 @@
-"""Prometheus metrics: counters kept by each process, gauges read from the ledger per scrape.
+"""Prometheus counters kept by each process (the ledger's gauges: bridge/support/health.py).
 
 Under gunicorn every worker process writes its counters to PROMETHEUS_MULTIPROC_DIR (set by
 gunicorn.conf.py) and `/metrics` adds them up, so a scrape sees the whole app server, not the
@@ -10,12 +10,8 @@ scrape time, so it is right however many processes and hosts share the ledger.
 
 from __future__ import annotations
 
-import logging
 import os
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,16 +22,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
-
-from bridge.models import Event, EventStatus, Service
-
-if TYPE_CHECKING:  # ratelimit imports this module
-    from bridge.mailserver.ratelimit import GateState
-
-log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30)
 
@@ -77,88 +65,6 @@ RETRIES = Counter(
     "Reconciles put off for a later retry after a transient failure, by reason.",
     ["reason"],
 )
-
-
-class LedgerCollector(Collector):
-    """Gauges computed from the shared database when scraped."""
-
-    def __init__(
-        self, engine: Engine, limiter_state: Callable[[], GateState] | None = None
-    ) -> None:
-        self.engine = engine
-        self.limiter_state = limiter_state
-
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("bridge_ledger_up", "1 when the ledger database answered.")
-        try:
-            families = list(self._from_ledger())
-        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the DB is down
-            log.warning("metrics: the ledger did not answer (%s)", exc.__class__.__name__)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield from families
-
-    def _from_ledger(self) -> Iterator[Metric]:
-        now = time.time()
-        events = GaugeMetricFamily(
-            "bridge_events",
-            "Stored events by source, action and status.",
-            labels=["source", "action", "status"],
-        )
-        waiting = (EventStatus.RECEIVED, EventStatus.QUEUED)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(Event.source, Event.action, Event.status, func.count()).group_by(
-                    Event.source, Event.action, Event.status
-                )
-            ).all()
-            oldest = conn.execute(
-                select(func.min(Event.received_at)).where(Event.status.in_(waiting))
-            ).scalar()
-            due = conn.execute(
-                select(func.count()).select_from(Service).where(Service.job_due_at.is_not(None))
-            ).scalar_one()
-        for source, action, status, count in rows:
-            events.add_metric([source, action or "none", status.value], count)
-        yield events
-        yield _gauge(
-            "bridge_queue_depth", "Services waiting for a reconcile (now or at a retry).", due
-        )
-        age = 0.0 if oldest is None else max(0.0, now - _epoch(oldest))
-        yield _gauge(
-            "bridge_queue_oldest_seconds", "Age of the oldest event not yet applied or failed.", age
-        )
-        if self.limiter_state is not None:
-            gate = self.limiter_state()
-            yield _gauge(
-                "bridge_mailserver_circuit_open",
-                "1 while calls to the mail server pause after repeated failures.",
-                1 if gate.circuit_open(now) else 0,
-            )
-            yield _gauge(
-                "bridge_mailserver_consecutive_failures",
-                "Transient mail-server failures since the last success.",
-                gate.failures,
-            )
-            yield _gauge(
-                "bridge_mailserver_blocked_seconds",
-                "Seconds left of a Retry-After pause the mail server asked for.",
-                max(0.0, gate.blocked_until - now),
-            )
-
-
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, value=value)
-
-
-def _epoch(moment: datetime) -> float:
-    """Seconds since the epoch; the ledger stores UTC (SQLite hands it back naive)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return float(moment.timestamp())
 
 
 class _ThisProcess(Collector):

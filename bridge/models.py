@@ -1,4 +1,5 @@
-"""Tables: services (desired state and reconcile job), events, attempts."""
+"""Every table of the bridge, in one place: the ledger (services, events, attempts), the
+mail-server gate, staff accounts and the audit log. Migrations live in bridge/migrations."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -20,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from bridge.db import Base, UTCDateTime, utcnow
+from bridge.lifecycle import EventStatus, ServiceState
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
@@ -30,25 +33,6 @@ def _enum(cls: type[enum.Enum]) -> Enum:
         length=20,
         validate_strings=True,
     )
-
-
-class EventStatus(enum.StrEnum):
-    """Where one event stands."""
-
-    RECEIVED = "received"
-    QUEUED = "queued"
-    APPLIED = "applied"
-    FAILED = "failed"
-    SUPERSEDED = "superseded"
-    IGNORED = "ignored"
-
-
-class ServiceState(enum.StrEnum):
-    """What the billing system wants the DomainAdmin to be."""
-
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-    TERMINATED = "terminated"
 
 
 class Service(Base):
@@ -104,6 +88,9 @@ class Event(Base):
         UniqueConstraint("source", "webhook_id", name="uq_events_source_webhook_id"),
         Index("ix_events_service_id", "service_id", "id"),
         Index("ix_events_status", "status", "id"),
+        # The chart and `since` scan by time; source-filtered pages by source (migration 0003).
+        Index("ix_events_received_at", "received_at"),
+        Index("ix_events_source_id", "source", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -143,7 +130,10 @@ class Attempt(Base):
     """One reconcile of a service: the calls made and how it ended."""
 
     __tablename__ = "attempts"
-    __table_args__ = (Index("ix_attempts_service_id", "service_id", "id"),)
+    __table_args__ = (
+        Index("ix_attempts_service_id", "service_id", "id"),
+        Index("ix_attempts_started_at", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
@@ -155,3 +145,109 @@ class Attempt(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str | None] = mapped_column(Text)
     calls: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class Gate(Base):
+    """Shared limiter and circuit state for one mail server."""
+
+    __tablename__ = "mailserver_gate"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    next_slot_at: Mapped[float] = mapped_column(Float, default=0.0)
+    blocked_until: Mapped[float] = mapped_column(Float, default=0.0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    open_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class StaffRole(enum.StrEnum):
+    """What a staff member may do: viewers read, operators also retry, resolve and reconcile."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+
+
+class StaffUser(Base):
+    """A support person who may use the console, the JSON API and the staff CLI."""
+
+    __tablename__ = "staff_users"
+    __table_args__ = (UniqueConstraint("email", name="uq_staff_users_email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[StaffRole] = mapped_column(
+        Enum(
+            StaffRole,
+            values_callable=lambda e: [m.value for m in e],
+            native_enum=False,
+            length=20,
+            validate_strings=True,
+        )
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    tokens: Mapped[list[StaffToken]] = relationship(
+        back_populates="staff", order_by="StaffToken.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def can_operate(self) -> bool:
+        """True for operators: retry, resolve, reconcile."""
+        return self.role is StaffRole.OPERATOR
+
+
+class StaffToken(Base):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    __tablename__ = "staff_tokens"
+    __table_args__ = (
+        UniqueConstraint("token_hash", name="uq_staff_tokens_token_hash"),
+        Index("ix_staff_tokens_staff_id", "staff_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    staff: Mapped[StaffUser] = relationship(back_populates="tokens")
+
+
+class LoginAttempt(Base):
+    """One failed console login, kept for the rate limit (shared by every gunicorn worker)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_email_ip_at", "email", "ip", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """One staff action. Plain ids, no foreign keys: the history outlives what it names."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_event_id", "event_id", "id"),
+        Index("ix_audit_log_service_id", "service_id", "id"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(320))
+    staff_id: Mapped[int | None] = mapped_column(Integer)
+    via: Mapped[str] = mapped_column(String(10))
+    action: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[int | None] = mapped_column(Integer)
+    service_id: Mapped[int | None] = mapped_column(Integer)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -23,7 +23,7 @@ class PasswordPolicyError(BridgeError):
 
 
 def policy_violations(password: str) -> list[str]:
-    """The NMS rules (reference section 5) this password breaks; empty when it passes."""
+    """The NMS rules (docs/nms-api.md#passwords) this password breaks; empty when it passes."""
     problems = []
     if len(password) < 12:
         problems.append("must be at least 12 characters")

@@ -1,4 +1,4 @@
-"""The NMS API v1 routes (reference section 6), every path with its trailing slash."""
+"""The NMS API v1 routes (nmsim/README.md#api-routes), every path with its trailing slash."""
 
 from __future__ import annotations
 

@@ -29,7 +29,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class SimConfig:
-    """Behaviour switches that tests may change at run time through /_sim/config."""
+    """Behaviour switches that tests may change at run time through /_sim/config.
+
+    Each is described under "Runtime config" in nmsim/README.md.
+    """
 
     rate_limit: float = 20.0
     rate_limit_status: int = 429

@@ -1,6 +1,6 @@
 """In-memory NMS state: accounts, domains, forwarders, ownership-based quotas.
 
-Every method that takes a `caller` enforces the permission rules of the reference (section 18).
+Every method that takes a `caller` enforces the permission rules of nmsim/README.md#permissions.
 Nothing here is thread-safe: the Flask layer holds the simulator lock around each call.
 """
 
@@ -571,6 +571,7 @@ class State:
         return echo
 
     def _check_quota_change(self, target: Account, changes: dict[str, Any]) -> None:
+        """Refuse a quota below usage unless switched off ("Quota below usage" in the README)."""
         reject = self.config.quota_below_usage == "reject"
         if target.perm_level == DOMAIN_ADMIN:
             used = self._used(target.username)
@@ -640,7 +641,10 @@ class State:
         return out
 
     def cascade_set_enabled(self, caller: Account, username: str, enabled: int) -> None:
-        """PATCH .../cascade/domainadmin/<username>/<enable|disable>/."""
+        """PATCH .../cascade/domainadmin/<username>/<enable|disable>/.
+
+        See "Cascade enable and disable" in nmsim/README.md: no memory of earlier states.
+        """
         self._require_master(caller)
         da = self._domainadmin(username)
         da.enabled = enabled
@@ -649,7 +653,10 @@ class State:
                 acct.enabled = enabled
 
     def cascade_delete(self, caller: Account, username: str) -> None:
-        """DELETE .../cascade/domainadmin/<username>/: the DomainAdmin and its dependents."""
+        """DELETE .../cascade/domainadmin/<username>/: the DomainAdmin and its dependents.
+
+        See "Cascade delete" in nmsim/README.md; `cascade_delete_domains: false` keeps domains.
+        """
         self._require_master(caller)
         da = self._domainadmin(username)
         domains = set(da.domains)
@@ -672,7 +679,10 @@ class State:
                     del self.forwarders[kind][obj.address]
 
     def transfer(self, caller: Account, username: str) -> None:
-        """POST .../cascade/ownership/domainadmin/<username>/: take over everything under it."""
+        """POST .../cascade/ownership/domainadmin/<username>/: take over everything under it.
+
+        See "Ownership transfer" in nmsim/README.md; `quota_below_usage` decides overfilling.
+        """
         self._require_master(caller)
         da = self._domainadmin(username)
         moving = [o for o in self._dependents(set(da.domains)) if o.owner != da.username]

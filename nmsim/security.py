@@ -104,7 +104,10 @@ class Refusal:
 
 
 class RateLimiter:
-    """Per-IP token bucket (capacity = rate) with a ban after repeated excess."""
+    """Per-IP token bucket (capacity = rate) with a ban after repeated excess.
+
+    See "Rate limit and bans" in nmsim/README.md.
+    """
 
     def __init__(self) -> None:
         self.buckets: dict[str, tuple[float, float]] = {}

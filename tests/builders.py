@@ -10,7 +10,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from bridge.hooks.signature import sign
+from bridge.signature import sign
 from tests.conftest import BLESTA_SECRET, WHMCS_SECRET
 
 SECRETS = {"whmcs": WHMCS_SECRET, "blesta": BLESTA_SECRET}

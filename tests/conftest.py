@@ -19,6 +19,7 @@ from bridge.app import create_app
 from bridge.config import Settings, parse_settings
 from bridge.db import Base, make_engine
 from bridge.models import Attempt, Event, Service  # noqa: F401
+from bridge.web import runtime
 
 WHMCS_SECRET = "whsec_dGVzdC13aG1jcy1zZWNyZXQtb25lLTMyYnl0ZXMh"
 WHMCS_OLD_SECRET = "whsec_dGVzdC13aG1jcy1zZWNyZXQtdHdvLTMyYnl0ZXMh"
@@ -120,7 +121,7 @@ def app(settings: Settings) -> Iterator[Flask]:
     """The bridge, from its factory, on an emptied database."""
     application = create_app(settings, configure_logs=False)
     application.config["TESTING"] = True
-    engine = application.extensions["bridge.engine"]
+    engine = runtime(application).engine
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())

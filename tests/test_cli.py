@@ -1,4 +1,4 @@
-"""The `bridge` command (DESIGN.md section 4.4), through click's runner; `hooks send` against
+"""The `bridge` command (README.md, Commands), through click's runner; `hooks send` against
 the app served by a real HTTP server on loopback."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from sqlalchemy import select
 from bridge import migrate
 from bridge.cli import cli
 from bridge.db import make_engine
-from bridge.models import Event, EventStatus, Service
+from bridge.lifecycle import EventStatus
+from bridge.models import Event, Service
 from tests.conftest import base_config
 
 

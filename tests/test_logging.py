@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from bridge.logging import JsonFormatter, RedactingFilter, configure_logging, redact_text
-from bridge.provisioning.jobs import log_event
+from bridge.provisioning.outcome import log_event
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_json_lines_carry_the_event_fields_and_stay_redacted():
     handler = logging.StreamHandler(stream)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("bridge.provisioning.jobs")
+    logger = logging.getLogger("bridge.provisioning.outcome")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)

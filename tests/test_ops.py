@@ -6,7 +6,8 @@ import time
 
 from sqlalchemy import update
 
-from bridge.mailserver.ratelimit import Gate
+from bridge.models import Gate
+from bridge.web import runtime
 
 
 def test_healthz(client):
@@ -22,9 +23,9 @@ def test_readyz_when_ready(client):
 
 
 def test_readyz_reports_an_open_circuit(app, client):
-    limiter = app.extensions["bridge.mailserver"].limiter
+    limiter = runtime(app).mailserver.limiter
     limiter.state()  # creates the gate row
-    with app.extensions["bridge.engine"].begin() as conn:
+    with runtime(app).engine.begin() as conn:
         conn.execute(update(Gate).values(failures=7, open_until=time.time() + 60))
     response = client.get("/readyz")
     assert response.status_code == 503

@@ -1,5 +1,5 @@
 """bridge.passwords and the promise around it: a plaintext password never reaches a log, the
-database or an HTTP answer (DESIGN.md section 3, safety rules)."""
+database or an HTTP answer (docs/design.md#no-plaintext-password-stored-or-logged)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from passlib.hash import sha512_crypt
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
+from bridge.adapters.samples import sample_password, whmcs_envelope
 from bridge.db import make_engine
-from bridge.hooks.base import Action
-from bridge.hooks.samples import sample_password, whmcs_envelope
+from bridge.lifecycle import Action
 from bridge.passwords import (
     HASH_PREFIX,
     PasswordPolicyError,

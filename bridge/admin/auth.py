@@ -14,8 +14,8 @@ from flask import current_app, g, request, session
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from werkzeug.exceptions import BadRequest, Forbidden
 
-from bridge.db import get_session
-from bridge.staff import StaffUser
+from bridge.models import StaffUser
+from bridge.web import get_session
 
 CSRF_SALT = "mailbridge.admin.csrf"
 CSRF_MAX_AGE_S = 4 * 3600

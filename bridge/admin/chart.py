@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.events_query import STATUS_ORDER, Hour
+from bridge.support.queries import STATUS_ORDER, Hour
 
 WIDTH = 720
 PLOT_TOP = 8

@@ -23,17 +23,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.wrappers import Response
 
-from bridge import audit, events_query
 from bridge.admin import bp
-from bridge.admin.actions import (
-    ActionError,
-    Actor,
-    NotFoundError,
-    bulk_retry,
-    reconcile,
-    resolve_event,
-    retry_event,
-)
 from bridge.admin.auth import (
     CSRFError,
     check_csrf,
@@ -46,38 +36,34 @@ from bridge.admin.auth import (
     operator_required,
 )
 from bridge.admin.chart import build as build_chart
-from bridge.admin.reasons import explain
-from bridge.admin.state import compare, describe_error
-from bridge.api.schemas import EventFilterSchema, to_filter
-from bridge.config import Settings
-from bridge.db import get_session, sessions, utcnow
-from bridge.events_query import EventFilter
-from bridge.hooks.base import Action
+from bridge.db import utcnow
+from bridge.lifecycle import Action, EventStatus
 from bridge.mappings.bundles import QuotaBundle, format_quota
-from bridge.models import Attempt, Event, EventStatus, Service
-from bridge.provisioning.jobs import Outcome
-from bridge.staff import LoginRefusedError, LoginThrottledError, authenticate
+from bridge.models import Attempt, Event, Service
+from bridge.provisioning.outcome import Outcome
+from bridge.support import audit, queries
+from bridge.support.actions import (
+    ActionError,
+    Actor,
+    NotFoundError,
+    bulk_retry,
+    reconcile,
+    resolve_event,
+    retry_event,
+)
+from bridge.support.queries import EventFilter, EventFilterSchema, to_filter
+from bridge.support.reasons import explain
+from bridge.support.staff import LoginRefusedError, LoginThrottledError, authenticate
+from bridge.support.state import compare, describe_error
+from bridge.web import get_session, runtime, transaction
 
 log = logging.getLogger(__name__)
 PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
 
 
-def _settings() -> Settings:
-    return current_app.config["BRIDGE_SETTINGS"]  # type: ignore[no-any-return]
-
-
 def _actor() -> Actor:
     staff = current_staff()
     return Actor(staff.email, "web", staff.id, client_ip())
-
-
-def release() -> None:
-    """End the request session's transaction before the engine opens its own sessions.
-
-    On SQLite every transaction takes the write lock (BEGIN IMMEDIATE), so a request
-    session left open would block the mail-server limiter and the reconcile it waits for.
-    """
-    get_session().commit()
 
 
 def _page(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
@@ -108,7 +94,6 @@ def guard() -> ResponseReturnValue | None:
     if request.method == "POST":
         check_csrf()
     g.staff = load_staff()
-    release()
     if g.staff is None and request.endpoint not in PUBLIC_ENDPOINTS:
         target = request.full_path if request.method == "GET" else url_for("admin.events")
         return redirect(url_for("admin.login", next=target.rstrip("?")))
@@ -194,29 +179,28 @@ def login() -> ResponseReturnValue:
         return _page("login.html", next=target, email="")
     email = request.form.get("email", "").strip()[:320]
     password = request.form.get("password", "")[:1024]
-    db = get_session()
     now = utcnow()
     try:
-        user = authenticate(db, email, password, client_ip(), now)
+        user = authenticate(runtime(), email, password, client_ip(), now)
     except LoginRefusedError as exc:
-        audit.record(
-            db,
-            "login_failed",
-            actor=email or "(empty)",
-            via="web",
-            now=now,
-            ip=client_ip(),
-            email=email,
-            reason=exc.reason,
-        )
-        db.commit()
+        with transaction() as db:
+            audit.record(
+                db,
+                "login_failed",
+                actor=email or "(empty)",
+                via="web",
+                now=now,
+                ip=client_ip(),
+                email=email,
+                reason=exc.reason,
+            )
         status = 429 if isinstance(exc, LoginThrottledError) else 401
         log.warning("console login refused email=%s reason=%s", email, exc.reason)
         return _page("login.html", status, next=target, email=email, error=exc.message)
-    audit.record(
-        db, "login", actor=user.email, via="web", now=now, staff_id=user.id, ip=client_ip()
-    )
-    db.commit()
+    with transaction() as db:
+        audit.record(
+            db, "login", actor=user.email, via="web", now=now, staff_id=user.id, ip=client_ip()
+        )
     log_in(user)
     log.info("console login staff=%s", user.email)
     return redirect(target)
@@ -226,11 +210,16 @@ def login() -> ResponseReturnValue:
 def logout() -> ResponseReturnValue:
     """End the session."""
     staff = current_staff()
-    db = get_session()
-    audit.record(
-        db, "logout", actor=staff.email, via="web", now=utcnow(), staff_id=staff.id, ip=client_ip()
-    )
-    db.commit()
+    with transaction() as db:
+        audit.record(
+            db,
+            "logout",
+            actor=staff.email,
+            via="web",
+            now=utcnow(),
+            staff_id=staff.id,
+            ip=client_ip(),
+        )
     log_out()
     flash("You are logged out.", "ok")
     return redirect(url_for("admin.login"))
@@ -264,11 +253,11 @@ def events() -> ResponseReturnValue:
     f, errors = _filter_from(request.args)
     db = get_session()
     now = utcnow()
-    page = events_query.list_events(
-        db, f, before=_cursor("before"), after=_cursor("after"), limit=events_query.DEFAULT_PAGE
+    page = queries.list_events(
+        db, f, before=_cursor("before"), after=_cursor("after"), limit=queries.DEFAULT_PAGE
     )
-    counts = events_query.status_counts(db, f)
-    settings = _settings()
+    counts = queries.status_counts(db, f)
+    settings = runtime().settings
     return _page(
         "events.html",
         f=f,
@@ -276,8 +265,8 @@ def events() -> ResponseReturnValue:
         page=page,
         counts=counts,
         total=sum(counts.values()),
-        unresolved=events_query.unresolved_failed(db, f),
-        chart=build_chart(events_query.hourly(db, now)),
+        unresolved=queries.unresolved_failed(db, f),
+        chart=build_chart(queries.hourly(db, now)),
         sources=sorted(settings.sources),
         actions=[a.value for a in Action],
         form=request.args,
@@ -295,12 +284,7 @@ def _event_or_404(event_id: int) -> Event:
 def event(event_id: int) -> ResponseReturnValue:
     """One event: why, payload, attempts, desired vs actual, audit; Retry and Mark resolved."""
     ev = _event_or_404(event_id)
-    release()
-    comparison = None
-    if ev.service_id is not None:
-        comparison = compare(
-            sessions(), current_app.extensions["bridge.mailserver"], _settings(), ev.service_id
-        )
+    comparison = compare(runtime(), ev.service_id) if ev.service_id is not None else None
     db = get_session()
     return _page(
         "event.html",
@@ -308,7 +292,7 @@ def event(event_id: int) -> ResponseReturnValue:
         service=ev.service,
         comparison=comparison,
         describe_error=describe_error,
-        attempts=events_query.attempts_for(get_session(), ev, 20),
+        attempts=queries.attempts_for(get_session(), ev, 20),
         payload=json.dumps(ev.payload, indent=2, sort_keys=True, ensure_ascii=False),
         audit_entries=audit.for_event(db, ev.id, ev.service_id),
     )
@@ -337,9 +321,7 @@ def retry(event_id: int) -> ResponseReturnValue:
     """Reconcile the event's service again, now."""
     try:
         result = retry_event(
-            sessions(),
-            current_app.extensions["bridge.mailserver"],
-            _settings(),
+            runtime(),
             event_id,
             _actor(),
         )
@@ -357,7 +339,7 @@ def retry(event_id: int) -> ResponseReturnValue:
 def resolve(event_id: int) -> ResponseReturnValue:
     """Mark a failed event as handled; it stays failed, with who and when."""
     try:
-        resolve_event(sessions(), event_id, _actor(), request.form.get("note"))
+        resolve_event(runtime(), event_id, _actor(), request.form.get("note"))
     except NotFoundError as exc:
         raise NotFound(exc.message) from None
     except ActionError as exc:
@@ -375,7 +357,7 @@ def bulk_retry_confirm() -> ResponseReturnValue:
     if errors:
         flash("The filter is not valid; fix it first.", "error")
         return redirect(url_for("admin.events"))
-    services, count = events_query.retry_targets(get_session(), f)
+    services, count = queries.retry_targets(get_session(), f)
     criteria = {k: v for k, v in f.params().items() if k != "status"}
     return _page("bulk_retry.html", f=f, criteria=criteria, services=len(services), events=count)
 
@@ -388,8 +370,8 @@ def bulk_retry_run() -> ResponseReturnValue:
     if errors:
         flash("The filter is not valid; nothing was retried.", "error")
         return redirect(url_for("admin.events"))
-    result = bulk_retry(sessions(), f, _actor())
-    rate = _settings().mailserver.rate_limit_per_s
+    result = bulk_retry(runtime(), f, _actor())
+    rate = runtime().settings.mailserver.rate_limit_per_s
     flash(
         f"Queued {result.services} service(s) ({result.events} failed event(s)) for a "
         f"reconcile; the worker applies them at the mail server's rate limit ({rate:g} calls/s).",
@@ -408,10 +390,7 @@ def service(service_id: int) -> ResponseReturnValue:
     svc = db.get(Service, service_id)
     if svc is None:
         raise NotFound(f"there is no service {service_id}")
-    release()
-    comparison = compare(
-        sessions(), current_app.extensions["bridge.mailserver"], _settings(), service_id
-    )
+    comparison = compare(runtime(), service_id)
     events = list(
         db.scalars(
             select(Event).where(Event.service_id == service_id).order_by(Event.id.desc()).limit(200)
@@ -443,13 +422,7 @@ def service(service_id: int) -> ResponseReturnValue:
 def reconcile_service(service_id: int) -> ResponseReturnValue:
     """Reconcile now, whether or not its job is due."""
     try:
-        outcome = reconcile(
-            sessions(),
-            current_app.extensions["bridge.mailserver"],
-            _settings(),
-            service_id,
-            _actor(),
-        )
+        outcome = reconcile(runtime(), service_id, _actor())
     except NotFoundError as exc:
         raise NotFound(exc.message) from None
     if outcome.status == "applied":
@@ -467,14 +440,14 @@ def mappings() -> ResponseReturnValue:
     """Tiers, products and add-ons as configured; products events are waiting on."""
     from bridge.mappings import resolve
 
-    m = _settings().mappings
+    m = runtime().settings.mappings
     products = []
     for source, table in sorted(m.products.items()):
         for pid, tier in table.items():
             products.append((source, pid, tier, resolve(m, source, pid).bundle))
     unmapped = [
         (u, str(u.product_id) in m.products.get(u.source, {}))
-        for u in events_query.unmapped_products(get_session())
+        for u in queries.unmapped_products(get_session())
     ]
     return _page(
         "mappings.html",
@@ -484,7 +457,7 @@ def mappings() -> ResponseReturnValue:
         unmapped=unmapped,
         bundle_fields=QuotaBundle.field_names(),
         format_quota=format_quota,
-        config_path=_settings().path,
+        config_path=runtime().settings.path,
     )
 
 

@@ -8,7 +8,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
-from bridge.api import schemas as s
+from bridge.support import schemas as s
 
 VERSION = "1.0.0"
 

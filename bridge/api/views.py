@@ -12,30 +12,20 @@ from flask.typing import ResponseReturnValue
 from marshmallow import Schema, ValidationError
 from sqlalchemy import select
 
-from bridge import audit, events_query
-from bridge.admin.actions import (
-    Actor,
-    bulk_retry,
-    reconcile,
-    resolve_event,
-    retry_event,
-)
-from bridge.admin.state import compare, describe_error
 from bridge.api import bp
-from bridge.api import schemas as s
 from bridge.api.openapi import openapi_document
-from bridge.config import Settings
-from bridge.db import get_session, sessions, utcnow
-from bridge.errors import BridgeError, error_response
-from bridge.models import Event, Service
-from bridge.staff import StaffUser, staff_for_token
+from bridge.db import utcnow
+from bridge.errors import BridgeError
+from bridge.models import Event, Service, StaffToken, StaffUser
+from bridge.support import audit, queries
+from bridge.support import schemas as s
+from bridge.support.actions import Actor, bulk_retry, reconcile, resolve_event, retry_event
+from bridge.support.staff import staff_for_token, touch_token
+from bridge.support.state import compare, describe_error
+from bridge.web import error_response, get_session, runtime, transaction
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _settings() -> Settings:
-    return current_app.config["BRIDGE_SETTINGS"]  # type: ignore[no-any-return]
 
 
 def _staff() -> StaffUser:
@@ -54,10 +44,15 @@ def authenticate() -> ResponseReturnValue | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     staff = None
     if scheme.lower() == "bearer" and token.strip():
-        db = get_session()
-        staff = staff_for_token(db, token.strip(), utcnow())
-        # Also ends the read: on SQLite it holds the write lock the engine's sessions need.
-        db.commit()
+        now = utcnow()
+        found = staff_for_token(get_session(), token.strip(), now)
+        if found is not None:
+            staff, row = found
+            if touch_token(row, now):
+                with transaction() as db:
+                    fresh = db.get(StaffToken, row.id)
+                    if fresh is not None:
+                        touch_token(fresh, now, write=True)
     if staff is None:
         response = error_response(
             "unauthorized",
@@ -137,10 +132,10 @@ def list_events() -> ResponseReturnValue:
     """Events matching a filter, newest first, one keyset page, with counts per status."""
     query = _load(s.EventQuerySchema(), request.args.to_dict())
     db = get_session()
-    page = events_query.list_events(
+    page = queries.list_events(
         db, query["filter"], before=query["before"], after=query["after"], limit=query["limit"]
     )
-    counts = events_query.status_counts(db, query["filter"])
+    counts = queries.status_counts(db, query["filter"])
     return jsonify(
         s.EventPageSchema().dump(
             {
@@ -161,7 +156,7 @@ def get_event(event_id: int) -> ResponseReturnValue:
         {
             **s.event_fields(event),
             "payload": event.payload,
-            "attempts": events_query.attempts_for(get_session(), event, 50),
+            "attempts": queries.attempts_for(get_session(), event, 50),
             "audit": audit.for_event(get_session(), event.id, event.service_id),
         }
     )
@@ -174,9 +169,7 @@ def retry(event_id: int) -> ResponseReturnValue:
     """Reconcile the event's service again (at once unless `apply` is false)."""
     options = _load(s.RetrySchema(), _body())
     result = retry_event(
-        sessions(),
-        current_app.extensions["bridge.mailserver"],
-        _settings(),
+        runtime(),
         event_id,
         _actor(),
         apply=options["apply"],
@@ -200,7 +193,7 @@ def retry(event_id: int) -> ResponseReturnValue:
 def resolve(event_id: int) -> ResponseReturnValue:
     """Mark a failed event as handled by a person; its status stays failed."""
     options = _load(s.ResolveSchema(), _body())
-    resolve_event(sessions(), event_id, _actor(), options["note"])
+    resolve_event(runtime(), event_id, _actor(), options["note"])
     event = get_session().get(Event, event_id, populate_existing=True)
     return jsonify(s.EventSchema().dump(event))
 
@@ -212,10 +205,10 @@ def retry_many() -> ResponseReturnValue:
     data = _load(s.BulkRetrySchema(), _body())
     f = s.to_filter(data)
     if data["dry_run"]:
-        services, events = events_query.retry_targets(get_session(), f)
+        services, events = queries.retry_targets(get_session(), f)
         body = {"services": len(services), "events": events, "queued": False}
     else:
-        result = bulk_retry(sessions(), f, _actor())
+        result = bulk_retry(runtime(), f, _actor())
         body = {"services": result.services, "events": result.events, "queued": True}
     return jsonify(s.BulkRetryResultSchema().dump(body))
 
@@ -240,7 +233,7 @@ _SERVICE_COLUMNS = (
 
 
 def _service_body(service: Service) -> dict[str, Any]:
-    c = compare(sessions(), current_app.extensions["bridge.mailserver"], _settings(), service.id)
+    c = compare(runtime(), service.id)
     db = get_session()
     events = db.scalars(
         select(Event).where(Event.service_id == service.id).order_by(Event.id.desc()).limit(200)
@@ -270,7 +263,6 @@ def get_service(service_id: int) -> ResponseReturnValue:
     service = get_session().get(Service, service_id)
     if service is None:
         return error_response("not_found", f"there is no service {service_id}", 404)
-    get_session().commit()  # see authenticate(): no lock held while the mail server is read
     return jsonify(s.ServiceSchema().dump(_service_body(service)))
 
 
@@ -279,9 +271,7 @@ def get_service(service_id: int) -> ResponseReturnValue:
 def reconcile_service(service_id: int) -> ResponseReturnValue:
     """Reconcile one service now."""
     _body()
-    outcome = reconcile(
-        sessions(), current_app.extensions["bridge.mailserver"], _settings(), service_id, _actor()
-    )
+    outcome = reconcile(runtime(), service_id, _actor())
     return jsonify(s.OutcomeSchema().dump(outcome))
 
 
@@ -290,7 +280,7 @@ def mappings() -> ResponseReturnValue:
     """Tiers, products and add-ons as configured, and products events are waiting on."""
     from bridge.mappings import resolve
 
-    m = _settings().mappings
+    m = runtime().settings.mappings
     body = {
         "tiers": {name: b.as_dict() for name, b in m.tiers.items()},
         "products": {
@@ -309,7 +299,7 @@ def mappings() -> ResponseReturnValue:
                 "services": u.services,
                 "mapped_now": str(u.product_id) in m.products.get(u.source, {}),
             }
-            for u in events_query.unmapped_products(get_session())
+            for u in queries.unmapped_products(get_session())
         ],
     }
     return jsonify(s.MappingsSchema().dump(body))

@@ -1,6 +1,6 @@
 """NMS API v1 client: one method per call the bridge makes, typed results, failures by cause.
 
-Reference: ../shared/reference/nms-api-v1.md (Mailcheap's public API v1 pages, restated).
+What the bridge relies on, documented or assumed: docs/nms-api.md.
 Token: password login once, reused until it expires or a 401 says otherwise (then one
 re-login and one retry). Every call passes the shared RateLimiter first.
 """
@@ -80,7 +80,7 @@ class Account:
 
 
 def split_list(value: Any) -> tuple[str, ...]:
-    """NMS list fields are one comma-separated string (reference section 1)."""
+    """NMS list fields are one comma-separated string (docs/nms-api.md#list-fields)."""
     if not value:
         return ()
     if isinstance(value, list):
@@ -241,7 +241,10 @@ class MailServerClient:
         )
 
     def transfer_ownership(self, receiver: str) -> None:
-        """Make `receiver` own everything under its `domains` (reference 7.8)."""
+        """Make `receiver` own everything under its `domains`.
+
+        See docs/nms-api.md#ownership-transfer.
+        """
         self._call(
             "POST",
             f"/api/v1/accounts/cascade/ownership/domainadmin/{receiver}/",

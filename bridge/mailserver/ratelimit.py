@@ -13,13 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, Float, Integer, String, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Mapped, mapped_column
 
 from bridge import metrics
-from bridge.db import Base
 from bridge.mailserver.errors import TransientError
+from bridge.models import Gate
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +29,6 @@ FAILURES_TO_OPEN = 5
 FIRST_COOLDOWN_S = 15.0
 MAX_COOLDOWN_S = 300.0
 DEFAULT_RETRY_AFTER_S = 5.0
-
-
-class Gate(Base):
-    """Shared limiter and circuit state for one mail server."""
-
-    __tablename__ = "mailserver_gate"
-
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    next_slot_at: Mapped[float] = mapped_column(Float, default=0.0)
-    blocked_until: Mapped[float] = mapped_column(Float, default=0.0)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    open_until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 @dataclass(frozen=True)

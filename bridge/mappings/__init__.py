@@ -1,4 +1,4 @@
-"""Product tiers and add-ons to DomainAdmin quota bundles (DESIGN.md section 4.3)."""
+"""Product tiers and add-ons to DomainAdmin quota bundles (docs/design.md#tiers-and-add-ons)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Unlimited = Literal["unlimited"]
 UNLIMITED: Final[Unlimited] = "unlimited"
 Quota = int | Unlimited
 
-#: Bundle field -> NMS account field (DESIGN.md section 1).
+#: Bundle field -> NMS account field (docs/design.md#quota-bundles).
 NMS_FIELDS: Final[dict[str, str]] = {
     "domains": "quota_domains",
     "domain_aliases": "quota_domainaliases",

@@ -1,4 +1,6 @@
-"""Desired vs actual -> the fewest calls that make the mail server match (DESIGN.md section 3).
+"""Desired vs actual -> the fewest calls that make the mail server match.
+
+See docs/design.md#reconciliation.
 
 `plan()` is pure: it compares a service's desired state with the DomainAdmin read from the
 server and lists the steps. `execute()` runs them through the client. A service already in
@@ -13,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bridge.lifecycle import ServiceState
 from bridge.mailserver import Account, DomainAdmin, MailServerClient, PermanentError
 from bridge.mailserver.client import QUOTA_FIELDS, join_list
-from bridge.models import ServiceState
 from bridge.passwords import check_and_hash
 
 USAGE_WORDS = {

@@ -12,13 +12,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from bridge import staff as staff_mod
+from bridge.adapters.samples import whmcs_envelope
 from bridge.config import Settings, parse_settings
-from bridge.db import sessions, transaction, utcnow
-from bridge.hooks.base import Action
-from bridge.hooks.samples import whmcs_envelope
-from bridge.provisioning.jobs import Outcome, run_once
-from bridge.staff import StaffRole
+from bridge.db import utcnow
+from bridge.lifecycle import Action
+from bridge.models import StaffRole
+from bridge.provisioning.jobs import run_once
+from bridge.provisioning.outcome import Outcome
+from bridge.support import staff as staff_mod
+from bridge.web import runtime
 from tests.builders import post_hook
 from tests.provisioning.conftest import Sim, sim_server  # noqa: F401  (shared simulator)
 
@@ -56,13 +58,13 @@ def config_tree(config_tree: dict[str, Any], request: pytest.FixtureRequest) -> 
 
 def add_staff(app: Flask, email: str, role: StaffRole, password: str = PASSWORD) -> int:
     """Create a staff member in the app's database; return the id."""
-    with transaction(sessions(app)) as session:
+    with runtime(app).transaction() as session:
         return staff_mod.add_staff(session, email, password, role, utcnow()).id
 
 
 def make_token(app: Flask, email: str) -> str:
     """A fresh API token for a staff member."""
-    with transaction(sessions(app)) as session:
+    with runtime(app).transaction() as session:
         user = staff_mod.find_staff(session, email)
         assert user is not None
         return staff_mod.issue_token(session, user, utcnow()).token
@@ -144,12 +146,7 @@ def drain(app: Flask) -> Callable[[datetime | None], list[Outcome]]:
     def run(now: datetime | None = None) -> list[Outcome]:
         outcomes = []
         for _ in range(100):
-            outcome = run_once(
-                sessions(app),
-                app.extensions["bridge.mailserver"],
-                app.config["BRIDGE_SETTINGS"],
-                now=now or utcnow(),
-            )
+            outcome = run_once(runtime(app), now=now or utcnow())
             if outcome is None:
                 return outcomes
             outcomes.append(outcome)

@@ -9,11 +9,11 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from bridge.audit import AuditEntry
-from bridge.db import sessions, transaction, utcnow
-from bridge.hooks.base import Action
-from bridge.models import Event, EventStatus, Service
-from bridge.staff import find_staff, revoke_tokens
+from bridge.db import utcnow
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import AuditEntry, Event, Service
+from bridge.support.staff import find_staff, revoke_tokens
+from bridge.web import runtime, use_settings
 from tests.admin.conftest import OPERATOR, fixed_settings, make_token, send
 
 
@@ -54,7 +54,7 @@ def test_calls_need_a_staff_token(client, headers):
 def test_me_and_token_use_is_recorded(client, app, op_token, db):
     response = client.get("/api/me", headers=bearer(op_token))
     assert response.get_json() == {"email": OPERATOR, "role": "operator"}
-    from bridge.staff import StaffToken
+    from bridge.models import StaffToken
 
     assert db.scalar(select(StaffToken.last_used_at)) is not None
     assert op_token not in json.dumps([t.token_hash for t in db.scalars(select(StaffToken))])
@@ -62,7 +62,7 @@ def test_me_and_token_use_is_recorded(client, app, op_token, db):
 
 def test_revoked_token_is_refused_at_once(client, app, op_token):
     assert client.get("/api/me", headers=bearer(op_token)).status_code == 200
-    with transaction(sessions(app)) as session:
+    with runtime(app).transaction() as session:
         revoke_tokens(session, find_staff(session, OPERATOR), utcnow())
     assert_error(client.get("/api/me", headers=bearer(op_token)), 401, "unauthorized")
 
@@ -145,7 +145,7 @@ def test_retry_applies_after_the_mapping_is_fixed(client, app, op_token, sim, db
     assert queued["outcome"] is None and queued["requeued"] == 1
     assert queued["event"]["status"] == "queued"
 
-    app.config["BRIDGE_SETTINGS"] = fixed_settings(config_tree, 77, "agency")
+    use_settings(app, fixed_settings(config_tree, 77, "agency"))
     body = client.post(url, headers=bearer(op_token)).get_json()
     assert body["outcome"]["status"] == "applied"
     assert body["event"]["status"] == "applied"
@@ -156,7 +156,7 @@ def test_retry_applies_after_the_mapping_is_fixed(client, app, op_token, sim, db
 
 
 def test_retry_of_an_event_without_a_service_is_a_conflict(client, op_token, db):
-    with transaction(sessions(client.application)) as session:
+    with runtime(client.application).transaction() as session:
         session.add(
             Event(
                 source="blesta",
@@ -261,7 +261,7 @@ def test_mappings(client, app, op_token, sim, config_tree):
     assert body["unmapped"] == [
         {"source": "whmcs", "product_id": "77", "events": 1, "services": 1, "mapped_now": False}
     ]
-    app.config["BRIDGE_SETTINGS"] = fixed_settings(config_tree, 77, "starter")
+    use_settings(app, fixed_settings(config_tree, 77, "starter"))
     body = client.get("/api/mappings", headers=bearer(op_token)).get_json()
     assert body["unmapped"][0]["mapped_now"] is True
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from bridge import staff as staff_mod
 from bridge.app import create_app
-from bridge.audit import AuditEntry
 from bridge.config import parse_settings
-from bridge.db import sessions, transaction
-from bridge.hooks.base import Action
-from bridge.models import Event, EventStatus
-from bridge.staff import LoginAttempt, StaffRole, StaffUser
+from bridge.db import utcnow
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import AuditEntry, Event, LoginAttempt, StaffRole, StaffUser
+from bridge.support import staff as staff_mod
+from bridge.web import runtime
 from tests.admin.conftest import (
     OPERATOR,
     PASSWORD,
@@ -107,7 +106,7 @@ def test_failed_logins_are_rate_limited_per_email_and_address(client, operator, 
     other = create_app(settings, configure_logs=False)
     other_client = other.test_client()
     assert log_in(other_client, operator, PASSWORD, REMOTE_ADDR="10.0.0.1").status_code == 429
-    other.extensions["bridge.engine"].dispose()
+    runtime(other).engine.dispose()
     # another address (or another e-mail) is not blocked
     assert log_in(client, operator, PASSWORD, REMOTE_ADDR="10.0.0.2").status_code == 302
     assert db.scalar(select(func.count()).select_from(LoginAttempt)) == 5
@@ -187,12 +186,12 @@ def test_console_refuses_to_start_without_a_secret_key(config_tree, client):
     text = response.get_data(as_text=True)
     assert "The staff console is switched off" in text
     assert "admin.secret_key is empty" in text
-    app.extensions["bridge.engine"].dispose()
+    runtime(app).engine.dispose()
 
 
 def test_a_password_change_ends_existing_sessions(as_operator, client, app):
     assert client.get("/admin/events").status_code == 200
-    with transaction(sessions(app)) as session:
+    with runtime(app).transaction() as session:
         user = staff_mod.find_staff(session, OPERATOR)
         staff_mod.set_password(session, user, "A-New-Password-2025")
     assert client.get("/admin/events").status_code == 302
@@ -200,15 +199,15 @@ def test_a_password_change_ends_existing_sessions(as_operator, client, app):
 
 def test_a_disabled_account_cannot_log_in(client, app, db):
     add_staff(app, "gone@example.com", StaffRole.OPERATOR)
-    with transaction(sessions(app)) as session:
-        staff_mod.find_staff(session, "gone@example.com").disabled_at = staff_mod.utcnow()
+    with runtime(app).transaction() as session:
+        staff_mod.find_staff(session, "gone@example.com").disabled_at = utcnow()
     assert log_in(client, "gone@example.com").status_code == 401
 
 
 def test_passwords_are_scrypt_hashes_rehashed_when_the_cost_rises(app, client, monkeypatch):
     assert PRODUCTION_SCRYPT_N >= 2**15  # what ships; the fixtures lower it for speed
     add_staff(app, "a@example.com", StaffRole.VIEWER)
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         stored = staff_mod.find_staff(session, "a@example.com").password_hash
     assert stored.startswith("scrypt$1024$8$1$") and PASSWORD not in stored
     assert staff_mod.verify_password(PASSWORD, stored)
@@ -217,7 +216,7 @@ def test_passwords_are_scrypt_hashes_rehashed_when_the_cost_rises(app, client, m
 
     monkeypatch.setattr(staff_mod, "SCRYPT_N", 2**11)
     assert log_in(client, "a@example.com").status_code == 302
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         assert staff_mod.find_staff(session, "a@example.com").password_hash.startswith(
             "scrypt$2048$8$1$"
         )
@@ -226,7 +225,7 @@ def test_passwords_are_scrypt_hashes_rehashed_when_the_cost_rises(app, client, m
 def test_staff_passwords_must_be_long_enough(app):
     with (
         pytest.raises(staff_mod.StaffError, match="at least 12 characters"),
-        sessions(app)() as session,
+        runtime(app).sessions() as session,
     ):
         staff_mod.add_staff(session, "x@example.com", "short", StaffRole.VIEWER, None)
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from bridge.db import sessions, transaction, utcnow
-from bridge.hooks.base import Action
-from bridge.models import Attempt, Event, EventStatus, Service
+from bridge.db import utcnow
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import Attempt, Event, Service
+from bridge.web import runtime, use_settings
 from tests.admin.conftest import OPERATOR, PASSWORD, fixed_settings, send
 
 CHROMIUM = "/usr/bin/chromium"
@@ -81,7 +82,7 @@ def history(app) -> None:
     """48 hours of earlier traffic, with a three-hour mail-server outage and its recovery,
     so the chart in the screenshot shows what it is for."""
     now = utcnow()
-    with transaction(sessions(app)) as session:
+    with runtime(app).transaction() as session:
         services = [
             Service(
                 source="whmcs",
@@ -145,8 +146,9 @@ def test_support_walk_in_a_real_browser(
     send(client, Action.SUSPEND, 1001)
     failed = send(client, Action.CREATE, 1003, product=77)
     assert (failed["status"], failed["reason"]) == ("failed", "unmapped_product")
-    with transaction(sessions(app)) as session:
-        from bridge.staff import StaffRole, add_staff
+    with runtime(app).transaction() as session:
+        from bridge.models import StaffRole
+        from bridge.support.staff import add_staff
 
         add_staff(session, OPERATOR, PASSWORD, StaffRole.OPERATOR, utcnow())
     shots = SCREENSHOTS if os.environ.get("BRIDGE_SCREENSHOTS") == "1" else tmp_path
@@ -175,7 +177,7 @@ def test_support_walk_in_a_real_browser(
             page.screenshot(path=str(shots / "event-detail.png"), full_page=True)
 
             # an operator maps product 77 in the config and restarts the bridge
-            app.config["BRIDGE_SETTINGS"] = fixed_settings(config_tree, 77, "business")
+            use_settings(app, fixed_settings(config_tree, 77, "business"))
             page.get_by_role("button", name="Retry", exact=True).click()
 
             expect(page.get_by_role("status")).to_have_text(

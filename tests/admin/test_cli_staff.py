@@ -11,11 +11,10 @@ import yaml
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from bridge.audit import AuditEntry
 from bridge.cli import cli
-from bridge.hooks.base import Action
-from bridge.models import Event, EventStatus, Service
-from bridge.staff import StaffRole, StaffToken, StaffUser, verify_password
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import AuditEntry, Event, Service, StaffRole, StaffToken, StaffUser
+from bridge.support.staff import verify_password
 from tests.admin.conftest import PASSWORD, send
 
 

@@ -9,9 +9,9 @@ from html import unescape
 import requests
 from sqlalchemy import select
 
-from bridge.audit import AuditEntry
-from bridge.hooks.base import Action
-from bridge.models import Attempt, Event, EventStatus, Service
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import Attempt, AuditEntry, Event, Service
+from bridge.web import use_settings
 from tests.admin.conftest import OPERATOR, csrf_from, fixed_settings, form_post, send
 
 
@@ -77,7 +77,7 @@ def test_unmapped_product_event_shows_why_and_applies_after_the_fix(
     assert "Retried, and it failed again: unmapped_product" in text
     assert db.get(Event, answer["event_id"]).status is EventStatus.FAILED
 
-    app.config["BRIDGE_SETTINGS"] = fixed_settings(config_tree, 77, "business")
+    use_settings(app, fixed_settings(config_tree, 77, "business"))
     form_post(client, url, f"{url}/retry")
     page = text_of(client.get(url))
     text = plain(page)
@@ -132,7 +132,7 @@ def test_bulk_retry_confirms_the_count_then_queues(
     assert "source=whmcs" in text
     assert db.scalar(select(Service.job_due_at).where(Service.service_ref == "2001")) is None
 
-    app.config["BRIDGE_SETTINGS"] = fixed_settings(config_tree, 77, "starter")
+    use_settings(app, fixed_settings(config_tree, 77, "starter"))
     response = client.post(
         "/admin/events/retry",
         data={"csrf_token": csrf_from(confirm), "status": "failed", "source": "whmcs"},
@@ -224,7 +224,7 @@ def test_mappings_page_lists_products_waiting(as_operator, client, app, sim, con
     assert "agency 20 20 unlimited 200 512000" in text
     assert "extra_mailboxes 0 0 0 1 1024" in text
     assert "mapped now" not in text
-    app.config["BRIDGE_SETTINGS"] = fixed_settings(config_tree, 77, "business")
+    use_settings(app, fixed_settings(config_tree, 77, "business"))
     page = text_of(client.get("/admin/mappings"))
     assert "mapped now: " in page
     link = re.search(r'href="(/admin/events/retry\?[^"]+)">retry them', page).group(1)

@@ -1,4 +1,4 @@
-"""bridge.events_query on the real database (SQLite, or PostgreSQL when configured)."""
+"""bridge.support.queries on the real database (SQLite, or PostgreSQL when configured)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select, text
 
-from bridge.db import sessions, transaction
-from bridge.events_query import (
+from bridge.lifecycle import EventStatus
+from bridge.models import Attempt, Event, Service
+from bridge.support.queries import (
     EventFilter,
     conditions,
     hourly,
@@ -18,7 +19,7 @@ from bridge.events_query import (
     status_counts,
     unmapped_products,
 )
-from bridge.models import Attempt, Event, EventStatus, Service
+from bridge.web import runtime
 
 NOW = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
 STATUSES = [EventStatus.APPLIED, EventStatus.FAILED, EventStatus.QUEUED, EventStatus.SUPERSEDED]
@@ -26,7 +27,7 @@ STATUSES = [EventStatus.APPLIED, EventStatus.FAILED, EventStatus.QUEUED, EventSt
 
 def seed(app, n: int, *, services: int = 5, start: datetime = NOW - timedelta(hours=47)) -> None:
     """n events over `services` services, spread evenly from `start` to NOW."""
-    with transaction(sessions(app)) as session:
+    with runtime(app).transaction() as session:
         rows = [
             Service(
                 source="whmcs" if i % 2 else "blesta",
@@ -64,7 +65,7 @@ def seed(app, n: int, *, services: int = 5, start: datetime = NOW - timedelta(ho
 
 def all_ids(app, f: EventFilter) -> list[int]:
     """The reference answer: every event, filtered in Python."""
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         return [
             e.id for e in session.scalars(select(Event).order_by(Event.id.desc())) if _matches(e, f)
         ]
@@ -97,7 +98,7 @@ def test_keyset_pages_walk_every_event_once_in_order(app, f):
     expected = all_ids(app, f)
     seen: list[int] = []
     before = None
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         while True:
             page = list_events(session, f, before=before, limit=20)
             assert len(page.events) <= 20
@@ -118,7 +119,7 @@ def test_keyset_pages_walk_every_event_once_in_order(app, f):
 
 def test_page_cursors_at_the_edges(app):
     seed(app, 10)
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         first = list_events(session, EventFilter(), limit=10)
         assert (first.older, first.newer) == (None, None)
         top = list_events(session, EventFilter(), limit=4)
@@ -131,7 +132,7 @@ def test_page_cursors_at_the_edges(app):
 def test_counts_ignore_the_status_filter_but_keep_the_others(app):
     seed(app, 40)
     expected_whmcs = len(all_ids(app, EventFilter(source="whmcs")))
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         counts = status_counts(session, EventFilter(status=EventStatus.FAILED))
         assert sum(counts.values()) == 40
         assert counts[EventStatus.FAILED] == 10 and counts[EventStatus.IGNORED] == 0
@@ -141,12 +142,12 @@ def test_counts_ignore_the_status_filter_but_keep_the_others(app):
 
 def test_retry_targets_are_services_with_unresolved_failures(app):
     seed(app, 40, services=5)
-    with transaction(sessions(app)) as session:
+    with runtime(app).transaction() as session:
         first_failed = session.scalars(
             select(Event).where(Event.status == EventStatus.FAILED).order_by(Event.id)
         ).first()
         first_failed.resolved_at = NOW
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         services, events = retry_targets(session, EventFilter())
         assert events == 9 and len(services) == 5
         # whatever status the filter names, only failed events count
@@ -154,7 +155,7 @@ def test_retry_targets_are_services_with_unresolved_failures(app):
 
 
 def test_hourly_buckets_by_received_hour_and_counts_failed_attempts(app):
-    with transaction(sessions(app)) as session:
+    with runtime(app).transaction() as session:
         service = Service(source="whmcs", service_ref="1", addons={}, aspect_times={})
         session.add(service)
         session.flush()
@@ -190,7 +191,7 @@ def test_hourly_buckets_by_received_hour_and_counts_failed_attempts(app):
                     calls=[],
                 )
             )
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         hours = hourly(session, NOW)
     assert len(hours) == 48
     assert hours[-1].start == datetime(2026, 11, 27, 12, tzinfo=UTC)
@@ -204,7 +205,7 @@ def test_hourly_buckets_by_received_hour_and_counts_failed_attempts(app):
 
 def test_unmapped_products_count_waiting_events(app):
     seed(app, 40, services=4)
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         found = {
             (u.source, u.product_id): (u.events, u.services) for u in unmapped_products(session)
         }
@@ -216,7 +217,7 @@ def test_sqlite_pages_use_an_index_not_a_sort(app, database_url):
     if not database_url.startswith("sqlite"):
         pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
     seed(app, 50)
-    engine = app.extensions["bridge.engine"]
+    engine = runtime(app).engine
     with engine.connect():
         for f in (EventFilter(), EventFilter(status=EventStatus.FAILED), EventFilter(source="x")):
             query = (

@@ -1,6 +1,7 @@
-"""bridge.hooks.blesta: Blesta's own service event data, as our plugin signs and posts it.
+"""bridge.adapters.blesta: Blesta's own service event data, as our plugin signs and posts it.
 
-Shapes follow reference/billing-events.md 2.2-2.6 (values invented): `service_id`, `vars`,
+Shapes follow Blesta's service events (values invented;
+https://docs.blesta.com/developers/events/): `service_id`, `vars`,
 `old_service` (the service before the change), `service` (after, with `package` and its
 `meta`) and `client`, under `event`.
 """
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from bridge.hooks.base import REDACTED, Action, BillingEvent, Ignored, PayloadError, TransferKind
-from bridge.hooks.blesta import BlestaAdapter
+from bridge.adapters.base import REDACTED
+from bridge.adapters.blesta import BlestaAdapter
+from bridge.lifecycle import Action, BillingEvent, Ignored, PayloadError, TransferKind
 
 SIGNED_AT = 1_741_083_302  # 2025-03-04 10:15:02 UTC; Blesta sends no event time of its own
 MODULE_SECRET = "Stored-Module-Pass-77"
@@ -347,7 +349,7 @@ def test_package_falls_back_to_the_old_service():
 
 
 def test_occurred_at_from_the_plugin_is_kept_but_never_after_the_signature():
-    from bridge.hooks.samples import blesta_body
+    from bridge.adapters.samples import blesta_body
 
     signed_at = 1_800_000_000
     body = blesta_body(Action.SUSPEND, 5)

@@ -1,4 +1,7 @@
-"""POST /hooks/<source>: every row of the answers table (DESIGN.md 4.1), over the real app."""
+"""POST /hooks/<source>: every row of the answers table, over the real app.
+
+See docs/design.md#answers.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from bridge.hooks.base import Action
-from bridge.hooks.samples import blesta_body, whmcs_envelope
-from bridge.models import Event, EventStatus, Service, ServiceState
+from bridge.adapters.samples import blesta_body, whmcs_envelope
+from bridge.lifecycle import Action, EventStatus, ServiceState
+from bridge.models import Event, Service
+from bridge.web import runtime
 from tests.builders import post_hook, signed_headers
 from tests.conftest import WHMCS_OLD_SECRET
 
@@ -278,7 +282,7 @@ def test_blesta_scheduled_cancel_is_stored_as_ignored(client, db):
 
 
 def test_no_traceback_leaks_on_a_storage_failure(client, app, db):
-    with app.extensions["bridge.engine"].begin() as conn:
+    with runtime(app).engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE attempts")
         conn.exec_driver_sql("ALTER TABLE events RENAME TO events_gone")
     try:
@@ -288,10 +292,10 @@ def test_no_traceback_leaks_on_a_storage_failure(client, app, db):
         assert "Traceback" not in json.dumps(body)
         assert set(body) == {"error", "message"}
     finally:
-        with app.extensions["bridge.engine"].begin() as conn:
+        with runtime(app).engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE events_gone RENAME TO events")
         from bridge import migrate
         from bridge.models import Attempt
 
-        Attempt.__table__.create(app.extensions["bridge.engine"])
-        assert migrate.current_and_head(app.extensions["bridge.engine"])[0] is not None
+        Attempt.__table__.create(runtime(app).engine)
+        assert migrate.current_and_head(runtime(app).engine)[0] is not None

@@ -1,4 +1,4 @@
-"""bridge.hooks.signature: Standard Webhooks v1 sign/verify, one test per failure reason.
+"""bridge.signature: Standard Webhooks v1 sign/verify, one test per failure reason.
 
 Pure module tests: no Flask, no database. The HTTP side is in test_intake.py.
 """
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.hooks.signature import SignatureError, decode_secret, sign, verify
+from bridge.signature import SignatureError, decode_secret, sign, verify
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()

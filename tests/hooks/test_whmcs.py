@@ -1,6 +1,9 @@
-"""bridge.hooks.whmcs: the WHMCS connector's envelope -> BillingEvent (DESIGN.md section 6).
+"""bridge.adapters.whmcs: the WHMCS connector's envelope -> BillingEvent.
 
-Payloads follow reference/billing-events.md 1.3 and 1.11 (values invented). The HTTP answers
+See docs/design.md#whmcs-envelope.
+
+Payloads follow WHMCS's module parameters (values invented;
+https://developers.whmcs.com/provisioning-modules/module-parameters/). The HTTP answers
 for these cases (422 shape, unknown event names) are in test_intake.py.
 """
 
@@ -12,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from bridge.hooks.base import REDACTED, Action, BillingEvent, PayloadError, TransferKind
-from bridge.hooks.whmcs import WhmcsAdapter
+from bridge.adapters.base import REDACTED
+from bridge.adapters.whmcs import WhmcsAdapter
+from bridge.lifecycle import Action, BillingEvent, PayloadError, TransferKind
 
 SIGNED_AT = 1_741_083_305
 PASSWORD = "Xq7pLm2Rt9-Kw4Z"

@@ -122,7 +122,11 @@ class Whmcs(Php):
         options: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> dict[str, Any]:
-        """A module $params array as WHMCS passes it (reference 1.3 and 1.11)."""
+        """A module $params array as WHMCS passes it.
+
+        Keys: https://developers.whmcs.com/provisioning-modules/module-parameters/ ; what the
+        module forwards of it: docs/design.md#whmcs-envelope.
+        """
         params: dict[str, Any] = {
             "accountid": service,
             "serviceid": service,
@@ -196,7 +200,10 @@ class Blesta(Php):
         self.clients: dict[str, Any] = {}
 
     def add(self, service: int = 215, *, client: int = 31, package: int = 1, **columns: Any):
-        """A service as Services::get returns it (reference 2.2), with its client."""
+        """A service as Blesta's Services::get returns it, with its client.
+
+        The fields the bridge reads: docs/design.md#blesta-signed-events.
+        """
         self.clients[str(client)] = {
             "id": client,
             "id_code": f"15{client}",

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from bridge.hooks.signature import verify
-from bridge.models import Event, EventStatus
+from bridge.lifecycle import EventStatus
+from bridge.models import Event
+from bridge.signature import verify
 from tests.conftest import BLESTA_SECRET
 
 

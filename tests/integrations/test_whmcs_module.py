@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from bridge.config import parse_settings
-from bridge.models import Event, EventStatus
+from bridge.lifecycle import EventStatus
+from bridge.models import Event
+from bridge.web import use_settings
 from tests.conftest import WHMCS_SECRET
 from tests.integrations.conftest import INTEGRATIONS, PASSWORD
 from tests.provisioning.conftest import give_domain
@@ -109,7 +111,7 @@ def test_module_queue_retry_reuses_the_delivery(app, whmcs, sim, db, config_tree
     assert first["ok"] is False
 
     config_tree["products"]["whmcs"][77] = "starter"  # staff add the mapping, then retry
-    app.config["BRIDGE_SETTINGS"] = parse_settings(config_tree, {})
+    use_settings(app, parse_settings(config_tree, {}))
     assert whmcs.call("CreateAccount", params) == "success"
     retried = whmcs.last_call()
     assert (retried["id"], retried["at"], retried["ok"]) == (first["id"], first["at"], True)
@@ -202,7 +204,7 @@ def test_https_is_required_off_loopback_and_tls_is_verified(whmcs):
 
 
 def test_signature_matches_the_bridge_verifier(whmcs):
-    from bridge.hooks.signature import sign
+    from bridge.signature import sign
 
     options = whmcs.run({"mode": "whmcs_curl_options", "params": whmcs.server})
     header = next(h for h in options["CURLOPT_HTTPHEADER"] if h.startswith("webhook-signature"))
@@ -214,7 +216,7 @@ def test_client_area_shows_setup_escaped(app, whmcs, sim, config_tree):
     assert missing["vars"]["mailbridge_notice"] == "Your mail account is being set up."
     assert whmcs.call("CreateAccount", whmcs.params()) == "success"
     config_tree["client_setup"]["mail_hostname"] = 'mail.example.net"><script>alert(1)</script>'
-    app.config["BRIDGE_SETTINGS"] = parse_settings(config_tree, {})
+    use_settings(app, parse_settings(config_tree, {}))
     area = whmcs.call("ClientArea", whmcs.params())
     assert area["templatefile"] == "templates/clientarea"
     variables = area["vars"]["mailbridge"]

@@ -25,7 +25,8 @@ from bridge.config import parse_settings
 from bridge.mailserver import DomainAdmin, MailServer, PermanentError, TransientError
 from bridge.mailserver.errors import MESSAGE_LIMIT
 from bridge.passwords import check_and_hash
-from bridge.provisioning import build_mailserver
+from bridge.runtime import build_mailserver
+from bridge.web import runtime
 from nmsim.app import create_app as create_sim_app
 from nmsim.server import QuietHandler, ServerHandle
 from tests.provisioning import conftest as provisioning
@@ -44,7 +45,7 @@ LIMITS = {"domains": 1, "domain_aliases": 1, "aliases": 10, "mailboxes": 5, "sto
 @pytest.fixture
 def server(app) -> MailServer:
     """The app's process-wide mail-server handle (shared token and limiter)."""
-    return app.extensions["bridge.mailserver"]
+    return runtime(app).mailserver
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def make_server(app, config_tree) -> Iterator[Callable[..., MailServer]]:
     def build(**mailserver: Any) -> MailServer:
         tree = copy.deepcopy(config_tree)
         tree["mailserver"].update(mailserver)
-        built = build_mailserver(parse_settings(tree, {}), app.extensions["bridge.engine"])
+        built = build_mailserver(parse_settings(tree, {}), runtime(app).engine)
         made.append(built)
         return built
 

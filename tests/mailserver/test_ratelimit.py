@@ -21,8 +21,9 @@ from bridge.mailserver.ratelimit import (
     MAX_COOLDOWN_S,
     SPACING_MARGIN,
     DeadlineExceeded,
-    Gate,
 )
+from bridge.models import Gate
+from bridge.web import runtime
 
 T0 = 1_700_000_000.0
 EPS = 1e-6
@@ -50,7 +51,7 @@ class FakeTime:
 @pytest.fixture
 def engine(app) -> Engine:
     """The app's engine, on a database the app fixture has just emptied."""
-    return app.extensions["bridge.engine"]
+    return runtime(app).engine
 
 
 @pytest.fixture

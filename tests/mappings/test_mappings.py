@@ -1,4 +1,7 @@
-"""bridge.mappings: tiers, products and add-ons to quota bundles (DESIGN.md section 4.3)."""
+"""bridge.mappings: tiers, products and add-ons to quota bundles.
+
+See docs/design.md#tiers-and-add-ons.
+"""
 
 from __future__ import annotations
 

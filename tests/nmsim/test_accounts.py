@@ -1,4 +1,9 @@
-"""Accounts (reference sections 4, 5, 7.1-7.5 and rules 12-15)."""
+"""Accounts: create, list, get, PATCH, delete, password policy and permissions.
+
+nmsim/README.md: "Creating accounts", "Permissions", and the assumptions
+"Create requirements", "Names and letter case", "PATCH echo and field rules",
+"Single account GET", "Plain account delete".
+"""
 
 from __future__ import annotations
 

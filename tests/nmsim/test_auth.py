@@ -1,4 +1,4 @@
-"""Authentication (reference section 2 and rules 8-11)."""
+"""Authentication: login, Basic token auth, expiry, 2FA ("Login and tokens" in nmsim/README.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""DomainAdmin cascade enable/disable/delete and ownership transfer (7.6-7.8, rules 23-25)."""
+"""DomainAdmin cascade enable/disable/delete and ownership transfer.
+
+nmsim/README.md: "Cascade enable and disable", "Cascade delete", "Ownership transfer".
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def test_enable_turns_everyone_on_without_memory(world: Nms) -> None:
     assert master.patch(ENABLE.format("reseller-a")).status_code == 204
     assert enabled(world, "reseller-a") == 1
     assert enabled(world, "ann@alpha.example") == 1
-    assert enabled(world, "off@alpha.example") == 1  # documented: no memory of prior state
+    assert enabled(world, "off@alpha.example") == 1  # no memory of prior state
 
 
 def test_per_account_patch_restores_state_after_enable(world: Nms) -> None:
@@ -103,7 +106,8 @@ def test_cascade_delete_can_keep_domains(world: Nms) -> None:
 
 def test_transfer_moves_ownership_and_used_quota(world: Nms) -> None:
     master = world.master()
-    # Customer moves alpha.example from reseller-a to reseller-b, as DESIGN.md describes.
+    # Customer moves alpha.example from reseller-a to reseller-b, as the bridge does it
+    # (docs/design.md#transfer-of-ownership).
     assert master.patch(
         "/api/v1/accounts/reseller-b/", json={"domains": "beta.example, alpha.example"}
     ).ok

@@ -1,4 +1,8 @@
-"""Domains, relay domains and domain aliases (sections 8-10, rules 21-22)."""
+"""Domains, relay domains and domain aliases.
+
+nmsim/README.md: "Domain verification", "Verified list elements",
+"One namespace for zone names", "Administered domains", "Domain delete".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Aliases and sender addresses (sections 11-12; both count against quota_aliases)."""
+"""Aliases and sender addresses; both count against quota_aliases.
+
+nmsim/README.md: "Aliases and sender addresses", "Quota accounting".
+"""
 
 from __future__ import annotations
 

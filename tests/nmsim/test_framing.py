@@ -1,4 +1,8 @@
-"""Transport and framing rules (reference sections 1 and 18.1-18.7)."""
+"""Transport and framing: paths, bodies, 204s, flags, list fields, pagination.
+
+nmsim/README.md: "Conventions", and the assumptions "Strict trailing slash", "Request bodies",
+"Pagination", "Names and letter case".
+"""
 
 from __future__ import annotations
 

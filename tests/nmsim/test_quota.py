@@ -1,4 +1,8 @@
-"""Quota accounting, storage pool, quota changes and statistics (sections 13, 15, rules 16-20)."""
+"""Quota accounting, storage pool, quota changes and statistics.
+
+nmsim/README.md: "Quota accounting", and the assumptions "Ownership and storage",
+"Quota below usage", "No unlimited encoding", "Quota statistics", "Mail statistics".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rate limit and bans (section 3, rule 26); the sim clock makes it deterministic."""
+"""Rate limit and bans ("Rate limit and bans" in nmsim/README.md); the sim clock makes it exact."""
 
 from __future__ import annotations
 

@@ -10,8 +10,10 @@ import pytest
 import requests
 from flask import Flask
 
-from bridge.db import sessions, utcnow
-from bridge.provisioning.jobs import Outcome, run_once
+from bridge.db import utcnow
+from bridge.provisioning.jobs import run_once
+from bridge.provisioning.outcome import Outcome
+from bridge.web import runtime
 from nmsim.server import ServerHandle, start
 
 MASTER_PASSWORD = "Sim-Master-Passw0rd"
@@ -88,12 +90,9 @@ def work(app: Flask):  # type: ignore[no-untyped-def]
     """Run the worker loop until nothing is due at `now`; return the outcomes."""
 
     def drain(now: datetime | None = None, limit: int = 100) -> list[Outcome]:
-        factory = sessions(app)
-        server = app.extensions["bridge.mailserver"]
-        settings = app.config["BRIDGE_SETTINGS"]
         outcomes = []
         for _ in range(limit):
-            outcome = run_once(factory, server, settings, now=now or utcnow())
+            outcome = run_once(runtime(app), now=now or utcnow())
             if outcome is None:
                 return outcomes
             outcomes.append(outcome)

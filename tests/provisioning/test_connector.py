@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bridge.hooks.base import Action
-from bridge.hooks.samples import whmcs_envelope
+from bridge.adapters.samples import whmcs_envelope
+from bridge.lifecycle import Action
 from tests.builders import post_hook, signed_headers
 
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from bridge.hooks.base import Action
-from bridge.hooks.samples import whmcs_envelope
-from bridge.models import Event, EventStatus, Service
+from bridge.adapters.samples import whmcs_envelope
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import Event, Service
+from bridge.web import runtime, use_settings
 from tests.builders import post_hook, signed_headers
 from tests.provisioning.conftest import give_domain
 
@@ -78,7 +79,7 @@ def test_error_body_with_http_200_is_not_a_success(client, sim, db, work):
 def test_six_hour_outage_loses_nothing(app, client, sim, db, work):
     clock = {"now": datetime.now(UTC)}
     # the shared limiter's pauses (circuit cooldown, 429 blocks) follow the same fake clock
-    app.extensions["bridge.mailserver"].limiter.clock = lambda: clock["now"].timestamp()
+    runtime(app).mailserver.limiter.clock = lambda: clock["now"].timestamp()
     for service in (2001, 2002, 2003):
         assert send(client, Action.CREATE, service)["status"] == "applied"
     sim.fault(kind="down")  # the mail server is gone until we say otherwise
@@ -193,14 +194,13 @@ def test_unmapped_product_applies_after_the_mapping_is_fixed(app, client, sim, c
     assert sim.account("mail1001") is None
 
     from bridge.config import parse_settings
-    from bridge.db import sessions
     from bridge.provisioning.jobs import reconcile_now
 
     config_tree["products"]["whmcs"][77] = "business"
     fixed = parse_settings(config_tree, {})
-    with sessions(app)() as session:
+    with runtime(app).sessions() as session:
         service_id = session.scalar(select(Service.id))
-    outcome = reconcile_now(sessions(app), app.extensions["bridge.mailserver"], fixed, service_id)
+    outcome = reconcile_now(runtime(app).with_settings(fixed), service_id)
     assert outcome.status == "applied"
     assert sim.account("mail1001")["quota_mailboxes"] == 25
 
@@ -215,7 +215,7 @@ def test_redelivery_of_a_failed_event_retries_it(app, client, sim, config_tree):
     from bridge.config import parse_settings
 
     config_tree["products"]["whmcs"][77] = "starter"
-    app.config["BRIDGE_SETTINGS"] = parse_settings(config_tree, {})  # operator fixed the config
+    use_settings(app, parse_settings(config_tree, {}))  # operator fixed the config
     again = client.post(
         "/hooks/whmcs", data=body, headers=signed_headers("whmcs", body, webhook_id="msg_q1")
     )

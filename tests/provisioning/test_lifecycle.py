@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from bridge.hooks.base import Action
-from bridge.hooks.samples import whmcs_envelope
-from bridge.models import Event, EventStatus
+from bridge.adapters.samples import whmcs_envelope
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import Event
+from bridge.web import runtime
 from tests.builders import post_hook
 from tests.provisioning.conftest import give_domain
 
@@ -106,4 +107,4 @@ def test_full_lifecycle(app, client, sim, work, db):
 
     # one login for the whole run: the first token served every later call
     assert sim.logins() == 0
-    assert app.extensions["bridge.mailserver"].tokens.logins == 1
+    assert runtime(app).mailserver.tokens.logins == 1

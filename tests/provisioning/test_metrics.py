@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from bridge import metrics
+from bridge.adapters.samples import whmcs_envelope
 from bridge.db import make_engine, utcnow
-from bridge.hooks.base import Action
-from bridge.hooks.samples import whmcs_envelope
-from bridge.mailserver.ratelimit import Gate
-from bridge.models import Event
+from bridge.lifecycle import Action
+from bridge.models import Event, Gate
+from bridge.support.health import LedgerCollector
+from bridge.web import runtime
 from tests.builders import post_hook, signed_headers
 from tests.provisioning.test_processes import free_port, wait_until
 
@@ -100,7 +101,7 @@ def test_retries_limiter_waits_and_the_circuit(app, client, sim):
     sim.fault(kind="html_502", method="GET", path="/api/v1/accounts/")
     answer = post_hook(client, "whmcs", whmcs_envelope(Action.CREATE, 91)).get_json()
     assert answer["status"] == "queued"
-    with app.extensions["bridge.engine"].begin() as conn:
+    with runtime(app).engine.begin() as conn:
         conn.execute(update(Gate).values(failures=6, open_until=time.time() + 60))
     after = scrape(client.get("/metrics").get_data(as_text=True))
 
@@ -120,7 +121,7 @@ def test_retries_limiter_waits_and_the_circuit(app, client, sim):
 
 def test_a_scrape_answers_when_the_ledger_does_not(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/missing/dir/bridge.db")
-    body, _ = metrics.exposition(metrics.LedgerCollector(engine))
+    body, _ = metrics.exposition(LedgerCollector(engine))
     samples = scrape(body.decode())
     assert value(samples, "bridge_ledger_up") == 0
 

@@ -22,11 +22,12 @@ import requests
 import yaml
 from sqlalchemy import func, select
 
-from bridge.db import sessions, utcnow
-from bridge.hooks.base import Action
-from bridge.hooks.samples import whmcs_envelope
-from bridge.models import Attempt, Event, EventStatus, Service
+from bridge.adapters.samples import whmcs_envelope
+from bridge.db import utcnow
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import Attempt, Event, Service
 from bridge.provisioning.jobs import run_once
+from bridge.web import runtime
 from tests.builders import post_hook
 
 RATE = 5
@@ -184,10 +185,8 @@ def test_a_create_in_flight_when_the_worker_is_killed_is_adopted_not_repeated(
     # the dead worker still holds the lease: nobody else may touch the service yet
     service = db.scalar(select(Service).where(Service.service_ref == "4001"))
     assert service.lease_owner is not None and service.lease_expires_at > utcnow()
-    factory = sessions(app)
-    server = app.extensions["bridge.mailserver"]
-    settings = app.config["BRIDGE_SETTINGS"]
-    assert run_once(factory, server, settings) is None
+    rt = runtime(app)
+    assert run_once(rt) is None
 
     # the server finishes the create although its client is gone
     create = wait_until(
@@ -199,8 +198,8 @@ def test_a_create_in_flight_when_the_worker_is_killed_is_adopted_not_repeated(
     assert domainadmins(sim) == {"mail4001"}
 
     # once the lease has expired, the job is picked up again and adopts the account
-    later = utcnow() + timedelta(seconds=settings.retry.lease_s + 1)
-    outcome = run_once(factory, server, settings, now=later)
+    later = utcnow() + timedelta(seconds=rt.settings.retry.lease_s + 1)
+    outcome = run_once(rt, now=later)
     assert outcome is not None
     assert (outcome.status, outcome.write_calls) == ("applied", 0)
 

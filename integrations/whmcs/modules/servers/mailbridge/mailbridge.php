@@ -8,9 +8,10 @@
  * source name (default "whmcs"), Password (or Access Hash) = the source's whsec_ secret.
  * See docs/connect-whmcs.md in the mailbridge repository.
  *
- * Each command posts {"event", "occurred_at", "params"} (DESIGN.md section 6) signed with
- * Standard Webhooks. "success" only when the bridge answers HTTP 200 "applied"; anything else
- * is a readable error, so WHMCS shows it and keeps automated actions in its Module Queue.
+ * Each command posts {"event", "occurred_at", "params"} (the envelope described in the
+ * repository's docs/design.md#whmcs-envelope) signed with Standard Webhooks. "success" only
+ * when the bridge answers HTTP 200 "applied"; anything else is a readable error, so WHMCS
+ * shows it and keeps automated actions in its Module Queue.
  */
 
 if (!defined('WHMCS')) {

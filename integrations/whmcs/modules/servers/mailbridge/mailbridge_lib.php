@@ -2,7 +2,7 @@
 /**
  * mailbridge for WHMCS: the transport to the mail bridge.
  *
- * Builds the envelope of DESIGN.md section 6, signs it with Standard Webhooks v1
+ * Builds the envelope of docs/design.md#whmcs-envelope, signs it with Standard Webhooks v1
  * (webhook-id, webhook-timestamp, webhook-signature "v1,<base64 HMAC-SHA256>") and turns the
  * bridge's answer into WHMCS's "success" or a readable error. Needs only PHP's curl and json
  * extensions (PHP 7.4 to 8.x). Nothing here calls WHMCS itself.

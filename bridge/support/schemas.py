@@ -1,8 +1,7 @@
-"""marshmallow schemas of the staff JSON API: input validated with RAISE, output dumped."""
+"""marshmallow schemas of the staff JSON shapes (API, CLI --json): input RAISE, output dumped."""
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 from marshmallow import (
@@ -15,73 +14,18 @@ from marshmallow import (
     validates_schema,
 )
 
-from bridge.events_query import DEFAULT_PAGE, MAX_PAGE, EventFilter
-from bridge.hooks.base import Action
-from bridge.models import EventStatus
-
-_FILTER_FIELDS = (
-    "status",
-    "source",
-    "action",
-    "service",
-    "service_id",
-    "reason",
-    "product",
-    "since",
-    "until",
-    "unresolved",
+from bridge.lifecycle import EventStatus
+from bridge.support.queries import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    EventFilterSchema,
+    to_filter,
 )
 
 
 class _Strict(Schema):
     class Meta:
         unknown = RAISE
-
-
-def _text(description: str) -> fields.String:
-    return fields.String(
-        validate=validate.Length(min=1, max=64), metadata={"description": description}
-    )
-
-
-class EventFilterSchema(_Strict):
-    """Which events: every field narrows the set; all are optional."""
-
-    status = fields.Enum(EventStatus, by_value=True, metadata={"description": "event status"})
-    source = _text("billing source name, as under sources: in the config")
-    action = fields.String(
-        validate=validate.OneOf([a.value for a in Action]),
-        metadata={"description": "normalized lifecycle action"},
-    )
-    service = _text("the billing system's service id")
-    service_id = fields.Integer(
-        strict=False,
-        validate=validate.Range(min=1),
-        metadata={"description": "the bridge's own service id"},
-    )
-    reason = _text("failure or outcome reason, e.g. unmapped_product")
-    product = _text("the service's billing product id")
-    since = fields.AwareDateTime(
-        default_timezone=UTC,
-        metadata={"description": "received at or after (ISO 8601; no zone means UTC)"},
-    )
-    until = fields.AwareDateTime(
-        default_timezone=UTC,
-        metadata={"description": "received before (ISO 8601; no zone means UTC)"},
-    )
-    unresolved = fields.Boolean(metadata={"description": "only events nobody marked resolved"})
-
-    @validates_schema
-    def range_is_ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
-        """until must come after since."""
-        since, until = data.get("since"), data.get("until")
-        if since is not None and until is not None and until <= since:
-            raise ValidationError("must be later than since", "until")
-
-
-def to_filter(data: dict[str, Any]) -> EventFilter:
-    """The EventFilter of loaded filter fields."""
-    return EventFilter(**{k: v for k, v in data.items() if k in _FILTER_FIELDS})
 
 
 class EventQuerySchema(EventFilterSchema):

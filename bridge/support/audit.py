@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, or_, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
-from bridge.db import Base, UTCDateTime
+from bridge.models import AuditEntry
 
 #: The actions written to the log.
 ACTIONS = (
@@ -23,28 +23,6 @@ ACTIONS = (
     "token_issued",
     "token_revoked",
 )
-
-
-class AuditEntry(Base):
-    """One staff action. Plain ids, no foreign keys: the history outlives what it names."""
-
-    __tablename__ = "audit_log"
-    __table_args__ = (
-        Index("ix_audit_log_event_id", "event_id", "id"),
-        Index("ix_audit_log_service_id", "service_id", "id"),
-        Index("ix_audit_log_at", "at"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
-    actor: Mapped[str] = mapped_column(String(320))
-    staff_id: Mapped[int | None] = mapped_column(Integer)
-    via: Mapped[str] = mapped_column(String(10))
-    action: Mapped[str] = mapped_column(String(32))
-    event_id: Mapped[int | None] = mapped_column(Integer)
-    service_id: Mapped[int | None] = mapped_column(Integer)
-    ip: Mapped[str | None] = mapped_column(String(64))
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 def record(

@@ -6,20 +6,17 @@ Every query here is plain SQL that SQLite and PostgreSQL both run. Pages are key
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import dataclasses
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Index, Integer, Select, cast, func, select
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy import ColumnElement, Integer, Select, cast, func, select
 from sqlalchemy.orm import Session
 
-from bridge.models import Attempt, Event, EventStatus, Service
-
-# Time-range scans (the chart, `since`) and source-filtered pages need these; declared here
-# so the metadata matches migration 0003 without touching the engine's model classes.
-Index("ix_events_received_at", Event.received_at)
-Index("ix_events_source_id", Event.source, Event.id)
-Index("ix_attempts_started_at", Attempt.started_at)
+from bridge.lifecycle import Action, EventStatus
+from bridge.models import Attempt, Event, Service
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -46,7 +43,7 @@ class EventFilter:
     def params(self) -> dict[str, str]:
         """The filter as query-string parameters (only those set)."""
         out: dict[str, str] = {}
-        for f in fields(self):
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None or value is False:
                 continue
@@ -64,9 +61,76 @@ class EventFilter:
 
     def with_status(self, status: EventStatus | None) -> EventFilter:
         """The same filter with another status."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["status"] = status
         return EventFilter(**values)
+
+
+# ---- the filter as staff give it (console query string, API, CLI) -------------------------
+
+_FILTER_FIELDS = (
+    "status",
+    "source",
+    "action",
+    "service",
+    "service_id",
+    "reason",
+    "product",
+    "since",
+    "until",
+    "unresolved",
+)
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _text(description: str) -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=64), metadata={"description": description}
+    )
+
+
+class EventFilterSchema(_Strict):
+    """Which events: every field narrows the set; all are optional."""
+
+    status = fields.Enum(EventStatus, by_value=True, metadata={"description": "event status"})
+    source = _text("billing source name, as under sources: in the config")
+    action = fields.String(
+        validate=validate.OneOf([a.value for a in Action]),
+        metadata={"description": "normalized lifecycle action"},
+    )
+    service = _text("the billing system's service id")
+    service_id = fields.Integer(
+        strict=False,
+        validate=validate.Range(min=1),
+        metadata={"description": "the bridge's own service id"},
+    )
+    reason = _text("failure or outcome reason, e.g. unmapped_product")
+    product = _text("the service's billing product id")
+    since = fields.AwareDateTime(
+        default_timezone=UTC,
+        metadata={"description": "received at or after (ISO 8601; no zone means UTC)"},
+    )
+    until = fields.AwareDateTime(
+        default_timezone=UTC,
+        metadata={"description": "received before (ISO 8601; no zone means UTC)"},
+    )
+    unresolved = fields.Boolean(metadata={"description": "only events nobody marked resolved"})
+
+    @validates_schema
+    def range_is_ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """until must come after since."""
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and until <= since:
+            raise ValidationError("must be later than since", "until")
+
+
+def to_filter(data: dict[str, Any]) -> EventFilter:
+    """The EventFilter of loaded filter fields."""
+    return EventFilter(**{k: v for k, v in data.items() if k in _FILTER_FIELDS})
 
 
 def conditions(f: EventFilter, *, status: bool = True) -> list[ColumnElement[bool]]:

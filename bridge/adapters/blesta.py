@@ -4,7 +4,7 @@ The plugin (integrations/blesta) listens to Services.addAfter, editAfter, suspen
 unsuspendAfter, cancelAfter and renewAfter, and posts Blesta's event params
 (`service_id`, `vars`, `old_service`) plus the service as it is after the event
 (`service`, with `package` and its `meta`) and the `client`, under `event`
-(reference/billing-events.md section 2.4). Blesta's event data has no time, so the plugin
+(docs/design.md#blesta-signed-events). Blesta's event data has no time, so the plugin
 adds `occurred_at` (when the event fired; kept when it re-sends from its outbox); without
 it, the signed webhook timestamp is used.
 """
@@ -16,14 +16,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from bridge.hooks.base import (
-    Action,
-    BillingEvent,
-    Ignored,
-    PayloadError,
-    TransferKind,
-    redact,
-)
+from bridge.adapters.base import redact
+from bridge.lifecycle import Action, BillingEvent, Ignored, PayloadError, TransferKind
 
 EVENTS = (
     "Services.addAfter",

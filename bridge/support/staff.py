@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import enum
 import hashlib
 import hmac
 import os
@@ -11,21 +10,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import (
-    Enum,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    UniqueConstraint,
-    delete,
-    func,
-    select,
-)
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
-from bridge.db import Base, UTCDateTime, utcnow
 from bridge.errors import BridgeError
+from bridge.models import LoginAttempt, StaffRole, StaffToken, StaffUser
+from bridge.runtime import Runtime
 
 #: scrypt cost (RFC 7914): N=2^15, r=8 is 32 MiB and about 0.1 s per hash. Stored in each
 #: hash, so raising it later only makes old hashes re-hash at their next login.
@@ -42,78 +32,6 @@ LOGIN_WINDOW = timedelta(minutes=15)
 TOKEN_PREFIX = "mbst_"
 #: Writing last_used_at on every API call would turn reads into writes; once in a while is enough.
 TOKEN_TOUCH_EVERY = timedelta(minutes=5)
-
-
-class StaffRole(enum.StrEnum):
-    """What a staff member may do: viewers read, operators also retry, resolve and reconcile."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-
-
-class StaffUser(Base):
-    """A support person who may use the console, the JSON API and the staff CLI."""
-
-    __tablename__ = "staff_users"
-    __table_args__ = (UniqueConstraint("email", name="uq_staff_users_email"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320))
-    password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[StaffRole] = mapped_column(
-        Enum(
-            StaffRole,
-            values_callable=lambda e: [m.value for m in e],
-            native_enum=False,
-            length=20,
-            validate_strings=True,
-        )
-    )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    tokens: Mapped[list[StaffToken]] = relationship(
-        back_populates="staff", order_by="StaffToken.id", cascade="all, delete-orphan"
-    )
-
-    @property
-    def can_operate(self) -> bool:
-        """True for operators: retry, resolve, reconcile."""
-        return self.role is StaffRole.OPERATOR
-
-
-class StaffToken(Base):
-    """A bearer token for the JSON API; only its SHA-256 is stored."""
-
-    __tablename__ = "staff_tokens"
-    __table_args__ = (
-        UniqueConstraint("token_hash", name="uq_staff_tokens_token_hash"),
-        Index("ix_staff_tokens_staff_id", "staff_id"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id", ondelete="CASCADE"))
-    token_hash: Mapped[str] = mapped_column(String(64))
-    prefix: Mapped[str] = mapped_column(String(16))
-    label: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    staff: Mapped[StaffUser] = relationship(back_populates="tokens")
-
-
-class LoginAttempt(Base):
-    """One failed console login, kept for the rate limit (shared by every gunicorn worker)."""
-
-    __tablename__ = "login_attempts"
-    __table_args__ = (Index("ix_login_attempts_email_ip_at", "email", "ip", "at"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320))
-    ip: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class StaffError(BridgeError):
@@ -269,30 +187,43 @@ def _window_failures(session: Session, email: str, ip: str, since: datetime) -> 
     )
 
 
-def authenticate(session: Session, email: str, password: str, ip: str, now: datetime) -> StaffUser:
-    """Check a console login; raise LoginRefusedError (or LoginThrottledError). Caller commits.
+def authenticate(rt: Runtime, email: str, password: str, ip: str, now: datetime) -> StaffUser:
+    """Check a console login; raise LoginRefusedError (or LoginThrottledError).
 
-    A failure is stored before the error is raised, so the caller must commit on both paths.
+    The throttle is checked and the password hashed outside any write transaction, so a
+    flood of logins never holds the database's write lock through a hash; the failure (or
+    the success) is then written in one short transaction.
     """
     address = normalize_email(email)[:320]
     ip = (ip or "unknown")[:64]
-    failures = _window_failures(session, address, ip, now - LOGIN_WINDOW)
-    if len(failures) >= LOGIN_FAILURES_ALLOWED:
-        oldest = failures[-LOGIN_FAILURES_ALLOWED]
-        raise LoginThrottledError(int((oldest + LOGIN_WINDOW - now).total_seconds()) + 1)
-    user = find_staff(session, address)
-    ok = verify_password(password, user.password_hash if user else _dummy_hash())
-    if user is None or not ok or user.disabled_at is not None:
-        session.add(LoginAttempt(email=address, ip=ip, at=now))
-        # Old rows are of no further use to the limit.
-        session.execute(delete(LoginAttempt).where(LoginAttempt.at < now - 2 * LOGIN_WINDOW))
+    with rt.reads() as session:
+        failures = _window_failures(session, address, ip, now - LOGIN_WINDOW)
+        if len(failures) >= LOGIN_FAILURES_ALLOWED:
+            oldest = failures[-LOGIN_FAILURES_ALLOWED]
+            raise LoginThrottledError(int((oldest + LOGIN_WINDOW - now).total_seconds()) + 1)
+        found = find_staff(session, address)
+        stored = found.password_hash if found is not None else None
+        usable = found is not None and found.disabled_at is None
+    ok = verify_password(password, stored or _dummy_hash()) and usable
+    rehashed = hash_password(password) if ok and stored and needs_rehash(stored) else None
+    with rt.transaction() as session:
+        if not ok:
+            session.add(LoginAttempt(email=address, ip=ip, at=now))
+            # Old rows are of no further use to the limit.
+            session.execute(delete(LoginAttempt).where(LoginAttempt.at < now - 2 * LOGIN_WINDOW))
+        else:
+            session.execute(
+                delete(LoginAttempt).where(LoginAttempt.email == address, LoginAttempt.ip == ip)
+            )
+            user = find_staff(session, address)
+            if user is None or user.password_hash != stored:
+                ok = False  # removed or changed while we hashed: log in again
+            else:
+                if rehashed is not None:
+                    user.password_hash = rehashed
+                user.last_login_at = now
+    if not ok:
         raise LoginRefusedError("invalid_login", "wrong e-mail or password")
-    session.execute(
-        delete(LoginAttempt).where(LoginAttempt.email == address, LoginAttempt.ip == ip)
-    )
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    user.last_login_at = now
     return user
 
 
@@ -329,16 +260,25 @@ def issue_token(
     return IssuedToken(token, row)
 
 
-def staff_for_token(session: Session, token: str, now: datetime) -> StaffUser | None:
-    """The active staff member owning an unrevoked token, or None."""
+def staff_for_token(
+    session: Session, token: str, now: datetime
+) -> tuple[StaffUser, StaffToken] | None:
+    """The active staff member owning an unrevoked token, with the token's row; or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     row = session.scalar(select(StaffToken).where(StaffToken.token_hash == token_digest(token)))
     if row is None or row.revoked_at is not None or row.staff.disabled_at is not None:
         return None
-    if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY:
+    return row.staff, row
+
+
+def touch_token(row: StaffToken, now: datetime, *, write: bool = False) -> bool:
+    """Whether the token's last use is worth writing (once per TOKEN_TOUCH_EVERY, so reads
+    stay reads); with `write`, set it. The caller commits."""
+    due = row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY
+    if due and write:
         row.last_used_at = now
-    return row.staff
+    return due
 
 
 def revoke_tokens(

@@ -7,7 +7,7 @@ import string
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.hooks.base import Action
+from bridge.lifecycle import Action
 
 WHMCS_EVENTS = {
     Action.CREATE: "CreateAccount",
@@ -46,7 +46,7 @@ def whmcs_envelope(
     tier_key: str = "",
     occurred_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """What the WHMCS module posts for one module call (DESIGN.md section 6)."""
+    """What the WHMCS module posts for one module call (docs/design.md#whmcs-envelope)."""
     client = client or 500 + service % 1000
     event = "TransferOwnership" if to_service else WHMCS_EVENTS[action]
     params: dict[str, Any] = {
@@ -105,7 +105,7 @@ def blesta_body(
     password: str | None = None,
     tier_key: str = "",
 ) -> dict[str, Any]:
-    """What our Blesta plugin posts for one service event (reference section 2.4)."""
+    """What our Blesta plugin posts for one service event (docs/design.md#blesta-signed-events)."""
     client = client or 30 + service % 1000
     options = [
         {"option_name": name, "option_type": "quantity", "qty": qty, "option_value": None}

@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.db import transaction, utcnow
+from bridge.db import utcnow
 from bridge.errors import BridgeError
 from bridge.ledger import lock_service
+from bridge.lifecycle import ServiceState
 from bridge.mailserver import DomainAdmin, MailServer
-from bridge.models import Service, ServiceState
-from bridge.provisioning.jobs import reconcile_now, snapshot
+from bridge.models import Service
+from bridge.provisioning.desired import snapshot
+from bridge.provisioning.jobs import reconcile_now
 from bridge.provisioning.reconcile import plan
+from bridge.runtime import Runtime
 
 #: WHMCS export column names we accept for each field (case and spaces ignored).
 COLUMNS = {
@@ -126,9 +127,7 @@ def server_index(server: MailServer) -> dict[str, DomainAdmin]:
 
 
 def import_row(
-    factory: sessionmaker[Session],
-    server: MailServer,
-    settings: Settings,
+    rt: Runtime,
     source: str,
     row: Row,
     index: dict[str, DomainAdmin],
@@ -153,7 +152,7 @@ def import_row(
         )
     actual = index.get(row.username)
     now = utcnow()
-    with transaction(factory) as session:
+    with rt.transaction() as session:
         existing = session.scalar(
             select(Service).where(Service.source == source, Service.service_ref == row.service_ref)
         )
@@ -184,7 +183,7 @@ def import_row(
             service.applied_generation = service.generation  # linked: it is ours now
         service_id = service.id
         try:
-            desired = snapshot(session, service, settings)
+            desired = snapshot(session, service, rt.settings)
         except BridgeError as exc:
             return Result(
                 row.line,
@@ -199,7 +198,7 @@ def import_row(
             service.generation = service.applied_generation + 1  # visible as not in sync
     outcome = "already_linked" if linked_before else "adopted"
     if drift and apply:
-        result = reconcile_now(factory, server, settings, service_id)
+        result = reconcile_now(rt, service_id)
         if result.status != "applied":
             return Result(
                 row.line,
@@ -213,12 +212,12 @@ def import_row(
 
 
 def unknown_to_billing(
-    factory: sessionmaker[Session],
+    rt: Runtime,
     source: str,
     index: dict[str, DomainAdmin],
 ) -> list[str]:
     """DomainAdmins on the server that no service of this source names."""
-    with factory() as session:
+    with rt.reads() as session:
         known = {
             u.lower()
             for u in session.scalars(select(Service.username).where(Service.source == source))

@@ -1,9 +1,9 @@
 """Desired vs actual for one service, field by field, for the event and service pages.
 
-This is the engine's dry run (`jobs.inspect`) with the account kept: the same snapshot and the
-same pure `plan()`, but the DomainAdmin read from the mail server is returned too, so staff see
-every value (and the usage behind a refused downgrade), not only the differences. The read is
-bounded by READ_BUDGET_S so a hung mail server cannot hang the page.
+This is the engine's dry run (`provisioning.jobs.inspect`) with the account kept: the same
+snapshot and the same pure `plan()`, but the DomainAdmin read from the mail server is returned
+too, so staff see every value (and the usage behind a refused downgrade), not only the
+differences. The read is bounded by READ_BUDGET_S so a hung mail server cannot hang the page.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from bridge.config import Settings
 from bridge.db import utcnow
 from bridge.errors import BridgeError
-from bridge.mailserver import Account, DomainAdmin, MailServer
+from bridge.lifecycle import ServiceState
+from bridge.mailserver import Account, DomainAdmin
 from bridge.mappings import Resolution, resolve
-from bridge.models import Service, ServiceState
-from bridge.provisioning.jobs import snapshot
+from bridge.models import Service
+from bridge.provisioning.desired import snapshot
 from bridge.provisioning.reconcile import Desired, Plan, plan
+from bridge.runtime import Runtime
 
 READ_BUDGET_S = 10.0
 QUOTA_LABELS = {
@@ -145,17 +145,12 @@ def _rows(c: Comparison, settings: Settings, now: datetime) -> list[Row]:
     return rows
 
 
-def compare(
-    factory: sessionmaker[Session],
-    server: MailServer,
-    settings: Settings,
-    service_id: int,
-    now: datetime | None = None,
-) -> Comparison:
+def compare(rt: Runtime, service_id: int, now: datetime | None = None) -> Comparison:
     """Read the service's DomainAdmin and plan a reconcile without running it."""
     now = now or utcnow()
+    settings, server = rt.settings, rt.mailserver
     c = Comparison()
-    with factory() as session:
+    with rt.reads() as session:
         service = session.get(Service, service_id)
         if service is None:
             raise LookupError(service_id)

@@ -8,22 +8,14 @@ import signal
 import threading
 from types import FrameType
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from bridge.config import Settings
-from bridge.mailserver import MailServer
 from bridge.provisioning.jobs import run_once, worker_id
+from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
 
 
-def run_forever(
-    factory: sessionmaker[Session],
-    server: MailServer,
-    settings: Settings,
-    stop: threading.Event | None = None,
-) -> int:
+def run_forever(rt: Runtime, stop: threading.Event | None = None) -> int:
     """Loop until `stop` is set; return how many reconciles ran."""
     stop = stop or threading.Event()
 
@@ -38,7 +30,7 @@ def run_forever(
     log.info("worker %s started", owner)
     done = 0
     while not stop.is_set():
-        outcome = run_once(factory, server, settings, owner=owner)
+        outcome = run_once(rt, owner=owner)
         if outcome is None:
             stop.wait(IDLE_POLL_S)
         else:

@@ -1,4 +1,4 @@
-"""WHMCS: the envelope our WHMCS server module posts (DESIGN.md section 6)."""
+"""WHMCS: the envelope our WHMCS server module posts (docs/design.md#whmcs-envelope)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from bridge.hooks.base import Action, BillingEvent, PayloadError, TransferKind, redact
+from bridge.adapters.base import redact
+from bridge.lifecycle import Action, BillingEvent, PayloadError, TransferKind
 
 #: WHMCS module function (or our hook's name) -> normalized action.
 ACTIONS: dict[str, Action] = {

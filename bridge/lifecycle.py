@@ -1,18 +1,21 @@
-"""What every billing-system adapter produces: one source-agnostic BillingEvent."""
+"""The vocabulary every layer shares: lifecycle actions, the normalized billing event, the
+states of an event and of a service. Pure data; imports nothing of the bridge but errors.
+
+See docs/design.md for the model these words describe.
+"""
 
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bridge.errors import BridgeError
 
 
 class Action(enum.StrEnum):
-    """Normalized lifecycle actions (DESIGN.md section 1)."""
+    """Normalized lifecycle actions (docs/design.md#lifecycle-actions)."""
 
     CREATE = "create"
     SUSPEND = "suspend"
@@ -29,6 +32,25 @@ class TransferKind(enum.StrEnum):
 
     CLIENT = "client"
     OWNERSHIP = "ownership"
+
+
+class EventStatus(enum.StrEnum):
+    """Where one event stands."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    APPLIED = "applied"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+    IGNORED = "ignored"
+
+
+class ServiceState(enum.StrEnum):
+    """What the billing system wants the DomainAdmin to be."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
 
 
 @dataclass(frozen=True)
@@ -75,39 +97,21 @@ class PayloadError(BridgeError):
         super().__init__("invalid_payload", message, errors=errors)
 
 
-class Adapter(Protocol):
-    """One module per billing system: parse its verified JSON object into an event."""
+#: Which parts of the desired state ("aspects") each action sets; a transfer sets "owner"
+#: when the service moves to another client and "ownership" when mail ownership moves.
+ASPECTS: dict[Action, tuple[str, ...]] = {
+    Action.CREATE: ("lifecycle", "package", "password", "owner"),
+    Action.SUSPEND: ("lifecycle",),
+    Action.UNSUSPEND: ("lifecycle",),
+    Action.TERMINATE: ("lifecycle",),
+    Action.CHANGE_PACKAGE: ("package",),
+    Action.CHANGE_PASSWORD: ("password",),
+    Action.RENEW: (),
+}
 
-    def parse(self, body: dict[str, Any], signed_at: int) -> BillingEvent | Ignored:
-        """Turn a verified JSON object into a BillingEvent, or say why it is ignored."""
-        ...
 
-
-REDACTED = "[redacted]"
-_SECRET_KEY = re.compile(r"pass|secret|token|accesshash|api_?key", re.IGNORECASE)
-
-
-def redact(value: Any) -> Any:
-    """A copy of a payload with every secret-looking value replaced.
-
-    Keys that look like secrets are masked; Blesta-style service fields flagged
-    `encrypted` have their value masked too (Blesta sends them already decrypted).
-    """
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        encrypted = str(value.get("encrypted", "0")) in ("1", "true", "True") or bool(
-            _SECRET_KEY.search(str(value.get("key", "")))  # {"key": "x_password", "value": ...}
-        )
-        if value.get("option_type") == "password" and value.get("option_value"):
-            value = {**value, "option_value": REDACTED}
-        for key, item in value.items():
-            if _SECRET_KEY.search(str(key)) and item not in (None, ""):
-                out[key] = REDACTED
-            elif encrypted and key == "value":
-                out[key] = REDACTED
-            else:
-                out[key] = redact(item)
-        return out
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    return value
+def aspects_of(action: Action, transfer_kind: TransferKind | None = None) -> tuple[str, ...]:
+    """The desired-state aspects an action sets."""
+    if action is Action.TRANSFER:
+        return ("owner",) if transfer_kind is TransferKind.CLIENT else ("ownership",)
+    return ASPECTS[action]

@@ -1,6 +1,6 @@
 """Staff actions shared by the console, the JSON API and the CLI; each writes the audit log.
 
-Retry means "reconcile the service again" (DESIGN.md section 3): the engine re-queues the
+Retry means "reconcile the service again" (docs/design.md#retries): the engine re-queues the
 service's failed events and makes its job due; a single retry may then apply it at once.
 """
 
@@ -10,16 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from bridge import audit
-from bridge.config import Settings
-from bridge.db import transaction, utcnow
+from bridge.db import utcnow
 from bridge.errors import BridgeError
-from bridge.events_query import EventFilter, retry_targets
-from bridge.mailserver import MailServer
-from bridge.models import Event, EventStatus, Service
-from bridge.provisioning.jobs import Outcome, reconcile_now, retry_service
+from bridge.lifecycle import EventStatus
+from bridge.models import Event, Service
+from bridge.provisioning.jobs import reconcile_now, retry_service
+from bridge.provisioning.outcome import Outcome
+from bridge.runtime import Runtime
+from bridge.support import audit
+from bridge.support.queries import EventFilter, retry_targets
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def queue_retry(
     return actor.audit(session, "retry", now, service_id=service_id, requeued=requeued, **kw)
 
 
-def _record_outcome(factory: sessionmaker[Session], entry_id: int, outcome: Outcome) -> None:
-    with transaction(factory) as session:
+def _record_outcome(rt: Runtime, entry_id: int, outcome: Outcome) -> None:
+    with rt.transaction() as session:
         entry = session.get(audit.AuditEntry, entry_id)
         if entry is not None:
             entry.detail = {
@@ -111,9 +112,7 @@ def _record_outcome(factory: sessionmaker[Session], entry_id: int, outcome: Outc
 
 
 def retry_event(
-    factory: sessionmaker[Session],
-    server: MailServer,
-    settings: Settings,
+    rt: Runtime,
     event_id: int,
     actor: Actor,
     *,
@@ -121,7 +120,7 @@ def retry_event(
 ) -> RetryResult:
     """Retry an event: queue its service again, then (if `apply`) reconcile it at once."""
     now = utcnow()
-    with transaction(factory) as session:
+    with rt.transaction() as session:
         event = session.get(Event, event_id)
         if event is None:
             raise NotFoundError("not_found", f"there is no event {event_id}")
@@ -137,16 +136,16 @@ def retry_event(
         entry_id, requeued = entry.id, int(entry.detail["requeued"])
     outcome = None
     if apply:
-        outcome = reconcile_now(factory, server, settings, service_id)
-        _record_outcome(factory, entry_id, outcome)
+        outcome = reconcile_now(rt, service_id)
+        _record_outcome(rt, entry_id, outcome)
     return RetryResult(event_id, service_id, requeued, outcome)
 
 
-def bulk_retry(factory: sessionmaker[Session], f: EventFilter, actor: Actor) -> BulkResult:
+def bulk_retry(rt: Runtime, f: EventFilter, actor: Actor) -> BulkResult:
     """Queue every service with unresolved failed events matching `f`; the worker applies
     them at the mail server's rate limit."""
     now = utcnow()
-    with transaction(factory) as session:
+    with rt.transaction() as session:
         service_ids, events = retry_targets(session, f)
         for service_id in service_ids:
             queue_retry(session, service_id, actor, now, bulk=True)
@@ -161,12 +160,10 @@ def bulk_retry(factory: sessionmaker[Session], f: EventFilter, actor: Actor) -> 
     return BulkResult(len(service_ids), events)
 
 
-def resolve_event(
-    factory: sessionmaker[Session], event_id: int, actor: Actor, note: str | None = None
-) -> Event:
+def resolve_event(rt: Runtime, event_id: int, actor: Actor, note: str | None = None) -> Event:
     """Mark a failed event as handled by a person; its status stays `failed`."""
     now = utcnow()
-    with transaction(factory) as session:
+    with rt.transaction() as session:
         event = session.get(Event, event_id)
         if event is None:
             raise NotFoundError("not_found", f"there is no event {event_id}")
@@ -194,20 +191,14 @@ def resolve_event(
     return event
 
 
-def reconcile(
-    factory: sessionmaker[Session],
-    server: MailServer,
-    settings: Settings,
-    service_id: int,
-    actor: Actor,
-) -> Outcome:
+def reconcile(rt: Runtime, service_id: int, actor: Actor) -> Outcome:
     """Reconcile one service now (the service page's button), with an audit row."""
-    with factory() as session:
+    with rt.reads() as session:
         if session.get(Service, service_id) is None:
             raise NotFoundError("not_found", f"there is no service {service_id}")
-    outcome = reconcile_now(factory, server, settings, service_id)
+    outcome = reconcile_now(rt, service_id)
     now = utcnow()
-    with transaction(factory) as session:
+    with rt.transaction() as session:
         actor.audit(
             session,
             "reconcile",

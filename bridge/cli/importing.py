@@ -1,0 +1,145 @@
+"""`bridge import whmcs|nms`: adopt accounts that already exist on the mail server."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from bridge.cli.base import Context, or_fail, pass_ctx
+
+
+@click.group("import")
+def import_() -> None:
+    """Adopt accounts that already exist on the mail server (never creates twice)."""
+
+
+@import_.command("whmcs")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="WHMCS products/services export (id, pid, email, username, status, ...).",
+)
+@click.option("--source", default="whmcs", show_default=True, help="Source name in the config.")
+@click.option("--apply", is_flag=True, help="Fix drift on the mail server (default: report only).")
+@click.option(
+    "--batch", default=50, show_default=True, type=click.IntRange(1), help="Rows per batch."
+)
+@click.option(
+    "--pause",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to pause between batches (watch the server's load).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row, then a summary.")
+@pass_ctx
+def import_whmcs(
+    ctx: Context,
+    csv_path: str,
+    source: str,
+    apply: bool,
+    batch: int,
+    pause: float,
+    as_json: bool,
+) -> None:
+    """Link WHMCS services to their existing DomainAdmins and report drift.
+
+    Safe to run again: rows already linked are reported as such, nothing is duplicated.
+    """
+    from pathlib import Path
+
+    from bridge.support import importer
+
+    settings = ctx.settings
+    if source not in settings.sources:
+        raise click.BadParameter(f'no source "{source}" in the config', param_hint="--source")
+    addon_names = list(settings.mappings.addons.get(source, {}))
+    try:
+        rows = importer.read_whmcs_csv(Path(csv_path).read_text(encoding="utf-8"), addon_names)
+    except importer.CsvImportError as exc:
+        raise click.ClickException(exc.message) from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{csv_path} is not UTF-8 text") from None
+    rt = ctx.runtime()
+    click.echo(f"reading the DomainAdmins on {settings.mailserver.base_url} ...", err=True)
+    index = or_fail(lambda: importer.server_index(rt.mailserver))
+    results = []
+    with click.progressbar(
+        length=len(rows), label="importing", file=sys.stderr, show_pos=True, show_eta=True
+    ) as bar:
+        for number, chunk in enumerate(importer.batches(rows, batch)):
+            if number and pause:
+                time.sleep(pause)
+            for row in chunk:
+                result = importer.import_row(rt, source, row, index, apply)
+                results.append(result)
+                if as_json:
+                    click.echo(json.dumps(result.__dict__, default=list))
+                bar.update(1)
+    counts = importer.summarize(results)
+    unknown = importer.unknown_to_billing(rt, source, index)
+    summary = {
+        "adopted": counts["adopted"],
+        "already_linked": counts["already_linked"],
+        "missing_on_server": counts["missing_on_server"],
+        "unknown_to_billing": len(unknown),
+        "drift": counts["drift"],
+        "skipped": counts["skipped"],
+        "errors": counts["error"],
+    }
+    if as_json:
+        click.echo(json.dumps({"summary": summary}))
+    else:
+        for result in results:
+            if result.outcome in ("missing_on_server", "error") or result.drift:
+                click.echo(
+                    f"line {result.line} service {result.service_ref} "
+                    f"({result.username}): {result.outcome} {result.message}".rstrip()
+                )
+                for line in result.drift:
+                    click.echo(f"    {line}")
+        click.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
+        if counts["drift"] and not apply:
+            click.echo("drift was only reported; run again with --apply to fix it")
+    if counts["error"]:
+        sys.exit(1)
+
+
+@import_.command("nms")
+@click.option("--source", default="whmcs", show_default=True, help="Source name in the config.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def import_nms(ctx: Context, source: str, as_json: bool) -> None:
+    """Match the mail server's DomainAdmins with the ledger's services by username."""
+    from sqlalchemy import select
+
+    from bridge.models import Service
+    from bridge.support import importer
+
+    rt = ctx.runtime()
+    index = or_fail(lambda: importer.server_index(rt.mailserver))
+    with rt.reads() as session:
+        services = {
+            (s.username or "").lower(): s.service_ref
+            for s in session.scalars(select(Service).where(Service.source == source))
+        }
+    linked = sorted(u for u in index if u in services)
+    unknown = sorted(u for u in index if u not in services)
+    missing = sorted(u for u in services if u and u not in index)
+    report = {"linked": linked, "unknown_to_billing": unknown, "missing_on_server": missing}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for name in unknown:
+        click.echo(f"unknown to billing: {name}")
+    for name in missing:
+        click.echo(f"missing on server: {name} (service {services[name]})")
+    click.echo(
+        f"{len(index)} DomainAdmins on the server: {len(linked)} linked, "
+        f"{len(unknown)} unknown to billing; {len(missing)} services missing on server"
+    )

@@ -1,0 +1,152 @@
+"""Health: readiness checks and the gauges read from the shared ledger at scrape time.
+
+What lives in the database (events by status, queue depth and age, the circuit) is read when
+asked, so it is right however many processes and hosts share the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select, text
+
+from bridge import migrate
+from bridge.lifecycle import EventStatus
+from bridge.mailserver.ratelimit import GateState
+from bridge.models import Event, Service
+from bridge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def readiness(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """Database reachable, schema current, mail-server circuit closed; one entry each."""
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        with rt.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current, head = migrate.current_and_head(rt.engine)
+        checks["database"] = {"ok": True}
+        checks["migrations"] = {
+            "ok": current == head,
+            "current": current,
+            "head": head,
+            **({} if current == head else {"fix": "run `bridge db upgrade`"}),
+        }
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with its name
+        checks["database"] = {"ok": False, "error": exc.__class__.__name__}
+    limiter = rt.mailserver.limiter
+    if checks["database"]["ok"] and limiter is not None:
+        gate = limiter.state()
+        now = time.time()
+        checks["mailserver"] = {
+            "ok": not gate.circuit_open(now),
+            "consecutive_failures": gate.failures,
+            "circuit_open_for_s": max(0, round(gate.open_until - now)),
+        }
+    return checks
+
+
+def ledger_collector(rt: Runtime) -> LedgerCollector:
+    """The scrape-time gauges of this runtime's ledger and mail-server gate."""
+    limiter = rt.mailserver.limiter
+    return LedgerCollector(rt.engine, limiter.state if limiter is not None else None)
+
+
+class LedgerCollector(Collector):
+    """Gauges computed from the shared database when scraped."""
+
+    def __init__(
+        self, engine: Engine, limiter_state: Callable[[], GateState] | None = None
+    ) -> None:
+        self.engine = engine
+        self.limiter_state = limiter_state
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("bridge_ledger_up", "1 when the ledger database answered.")
+        try:
+            families = list(self._from_ledger())
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the DB is down
+            log.warning("metrics: the ledger did not answer (%s)", exc.__class__.__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _from_ledger(self) -> Iterator[Metric]:
+        now = time.time()
+        events = GaugeMetricFamily(
+            "bridge_events",
+            "Stored events by source, action and status.",
+            labels=["source", "action", "status"],
+        )
+        waiting = (EventStatus.RECEIVED, EventStatus.QUEUED)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Event.source, Event.action, Event.status, func.count()).group_by(
+                    Event.source, Event.action, Event.status
+                )
+            ).all()
+            oldest = conn.execute(
+                select(func.min(Event.received_at)).where(Event.status.in_(waiting))
+            ).scalar()
+            due = conn.execute(
+                select(func.count()).select_from(Service).where(Service.job_due_at.is_not(None))
+            ).scalar_one()
+        for source, action, status, count in rows:
+            events.add_metric([source, action or "none", status.value], count)
+        yield events
+        yield _gauge(
+            "bridge_queue_depth", "Services waiting for a reconcile (now or at a retry).", due
+        )
+        age = 0.0 if oldest is None else max(0.0, now - _epoch(oldest))
+        yield _gauge(
+            "bridge_queue_oldest_seconds", "Age of the oldest event not yet applied or failed.", age
+        )
+        if self.limiter_state is not None:
+            gate = self.limiter_state()
+            yield _gauge(
+                "bridge_mailserver_circuit_open",
+                "1 while calls to the mail server pause after repeated failures.",
+                1 if gate.circuit_open(now) else 0,
+            )
+            yield _gauge(
+                "bridge_mailserver_consecutive_failures",
+                "Transient mail-server failures since the last success.",
+                gate.failures,
+            )
+            yield _gauge(
+                "bridge_mailserver_blocked_seconds",
+                "Seconds left of a Retry-After pause the mail server asked for.",
+                max(0.0, gate.blocked_until - now),
+            )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _epoch(moment: datetime) -> float:
+    """Seconds since the epoch; the ledger stores UTC (SQLite hands it back naive)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return float(moment.timestamp())
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _epoch(moment: datetime) -> float:
+    """Seconds since the epoch; the ledger stores UTC (SQLite hands it back naive)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return float(moment.timestamp())
