@@ -36,9 +36,11 @@ test: install-dev  ## run the whole suite (SQLite; PostgreSQL when BRIDGE_TEST_D
 bench: install-dev  ## measure intake, calls per action, drain time and memory (minutes; not in `make test`)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-lint: install-dev
-	$(BIN)/ruff check bridge nmsim tests migrations bench
-	$(BIN)/ruff format --check bridge nmsim tests migrations bench
+lint: install-dev  ## ruff, mypy over bridge/, and the import-linter layer contracts
+	$(BIN)/ruff check bridge nmsim tests bench
+	$(BIN)/ruff format --check bridge nmsim tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -28,7 +28,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if settings.admin.trusted_proxies:
         # Behind nginx: take the client address from X-Forwarded-For (login rate limits).
         n = settings.admin.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+        # Flask documents wrapping wsgi_app this way; mypy sees a method being replaced.
+        proxied = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+        app.wsgi_app = proxied  # type: ignore[method-assign]
     web.init_app(app, Runtime.build(settings))
     web.register_error_handlers(app)
 

@@ -78,7 +78,8 @@ def exposition(ledger: Collector) -> tuple[bytes, str]:
     """The text for one scrape: every process's counters plus the ledger's gauges."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus_client ships these two functions without annotations.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ThisProcess())
     registry.register(ledger)
@@ -88,4 +89,4 @@ def exposition(ledger: Collector) -> tuple[bytes, str]:
 def mark_process_dead(pid: int) -> None:
     """Drop a finished gunicorn worker's live gauges (gunicorn.conf.py child_exit)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # see above

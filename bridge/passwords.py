@@ -45,7 +45,7 @@ def check_and_hash(password: str, field: str = "password") -> str:
             "the password does not meet the mail server's policy: " + "; ".join(problems),
             errors={field: problems},
         )
-    return HASH_PREFIX + _hasher.hash(password)
+    return HASH_PREFIX + str(_hasher.hash(password))
 
 
 def is_hash(value: str) -> bool:

@@ -44,3 +44,8 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(item) for item in value]
     return value
+
+
+def by_field(messages: dict[str, Any] | list[Any]) -> dict[str, Any]:
+    """marshmallow's error messages, always keyed by field (a top-level list under _schema)."""
+    return messages if isinstance(messages, dict) else {"_schema": messages}

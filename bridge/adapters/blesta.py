@@ -16,7 +16,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from bridge.adapters.base import redact
+from bridge.adapters.base import by_field, redact
 from bridge.lifecycle import Action, BillingEvent, Ignored, PayloadError, TransferKind
 
 EVENTS = (
@@ -94,7 +94,7 @@ class BlestaAdapter:
         try:
             data = EnvelopeSchema().load(body)
         except ValidationError as exc:
-            raise PayloadError(exc.messages) from None  # type: ignore[arg-type]
+            raise PayloadError(by_field(exc.messages)) from None
         event, vars_ = data["event"], data["vars"]
         old = data["old_service"] or {}
         service = data["service"] or old
@@ -145,7 +145,7 @@ class BlestaAdapter:
         if action in (Action.CREATE, Action.TRANSFER) and not client.get("email"):
             raise PayloadError({"client": {"email": [f"required for {event} ({action})"]}})
         package = service.get("package") or old.get("package") or {}
-        meta = package.get("meta") if isinstance(package.get("meta"), dict) else {}
+        meta: dict[str, Any] = package["meta"] if isinstance(package.get("meta"), dict) else {}
         service_fields = {**_fields(old), **_fields(service)}
         domain = _first(service_fields, DOMAIN_FIELDS) or _str(vars_.get("domain"))
         username = _first(service_fields, USERNAME_FIELDS) or _str(vars_.get("username"))

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from bridge.adapters.base import redact
+from bridge.adapters.base import by_field, redact
 from bridge.lifecycle import Action, BillingEvent, PayloadError, TransferKind
 
 #: WHMCS module function (or our hook's name) -> normalized action.
@@ -35,7 +35,7 @@ class ClientDetailsSchema(Schema):
     companyname = fields.String(load_default=None, allow_none=True)
 
 
-class OptionValue(fields.Field):
+class OptionValue(fields.Field[int | str | None]):
     """A configurable option: a quantity (int or digits) or a choice's name."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
@@ -110,7 +110,7 @@ class WhmcsAdapter:
         try:
             data = EnvelopeSchema().load(body)
         except ValidationError as exc:
-            raise PayloadError(exc.messages) from None  # type: ignore[arg-type]
+            raise PayloadError(by_field(exc.messages)) from None
         event, params = data["event"], data["params"]
         details = params["clientsdetails"]
         raw_params = {k: v for k, v in body["params"].items() if not k.startswith("server")}

@@ -221,4 +221,4 @@ def openapi_document(app: Flask) -> dict[str, Any]:
         cached = build_spec().to_dict()
         cached["security"] = [{"staffToken": []}]
         app.extensions["bridge.openapi"] = cached
-    return cached  # type: ignore[no-any-return]
+    return cached

@@ -20,6 +20,7 @@ from bridge.models import Event, Service, StaffToken, StaffUser
 from bridge.support import audit, queries
 from bridge.support import schemas as s
 from bridge.support.actions import Actor, bulk_retry, reconcile, resolve_event, retry_event
+from bridge.support.queries import to_filter
 from bridge.support.staff import staff_for_token, touch_token
 from bridge.support.state import compare, describe_error
 from bridge.web import error_response, get_session, runtime, transaction
@@ -203,7 +204,7 @@ def resolve(event_id: int) -> ResponseReturnValue:
 def retry_many() -> ResponseReturnValue:
     """Queue every service with unresolved failed events matching the filter."""
     data = _load(s.BulkRetrySchema(), _body())
-    f = s.to_filter(data)
+    f = to_filter(data)
     if data["dry_run"]:
         services, events = queries.retry_targets(get_session(), f)
         body = {"services": len(services), "events": events, "queued": False}
@@ -238,6 +239,7 @@ def _service_body(service: Service) -> dict[str, Any]:
     events = db.scalars(
         select(Event).where(Event.service_id == service.id).order_by(Event.id.desc()).limit(200)
     )
+    plan_error = c.plan_error or c.desired_error
     return {
         **{column: getattr(service, column) for column in _SERVICE_COLUMNS},
         "desired_state": service.desired_state.value if service.desired_state else None,
@@ -245,9 +247,7 @@ def _service_body(service: Service) -> dict[str, Any]:
         "bundle": c.resolution.bundle.as_dict() if c.resolution else None,
         "bundle_error": describe_error(c.bundle_error) if c.bundle_error else None,
         "mailserver_error": describe_error(c.read_error) if c.read_error else None,
-        "plan_error": describe_error(c.plan_error or c.desired_error)
-        if (c.plan_error or c.desired_error)
-        else None,
+        "plan_error": describe_error(plan_error) if plan_error is not None else None,
         "in_sync": c.in_sync,
         "rows": c.rows,
         "drift": c.plan.drift if c.plan else [],

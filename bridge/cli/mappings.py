@@ -46,7 +46,7 @@ def mappings_check(ctx: Context, as_json: bool) -> None:
     names = QuotaBundle.field_names()
     rows = [(name, *[format_quota(v) for v in b.as_dict().values()]) for name, b in m.tiers.items()]
     table("Tiers", ("tier", *names), rows)
-    rows = [(s, pid, p["tier"]) for s, table in products.items() for pid, p in table.items()]
+    rows = [(s, pid, str(p["tier"])) for s, table in products.items() for pid, p in table.items()]
     table("Products", ("source", "product", "tier"), rows)
     rows = [
         (s, n, *[format_quota(v) for v in b.as_dict().values()])

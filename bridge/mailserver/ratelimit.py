@@ -12,8 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge import metrics
@@ -82,11 +83,10 @@ class RateLimiter:
             )
         self._row_ready = True
 
-    def _locked_row(self, conn) -> Gate:  # type: ignore[no-untyped-def]
-        row = conn.execute(
+    def _locked_row(self, conn: Connection) -> Row[Any]:
+        return conn.execute(
             select(Gate.__table__).where(Gate.key == self.key).with_for_update()
         ).one()
-        return row
 
     def acquire(self, deadline: float | None = None) -> None:
         """Take the next slot and wait for it; raise TransientError instead of hammering."""

@@ -9,28 +9,19 @@ Unlimited = Literal["unlimited"]
 UNLIMITED: Final[Unlimited] = "unlimited"
 Quota = int | Unlimited
 
-#: Bundle field -> NMS account field (docs/design.md#quota-bundles).
-NMS_FIELDS: Final[dict[str, str]] = {
-    "domains": "quota_domains",
-    "domain_aliases": "quota_domainaliases",
-    "aliases": "quota_aliases",
-    "mailboxes": "quota_mailboxes",
-    "storage_mb": "storagequota_total",
-}
-
 
 def add_quota(a: Quota, b: Quota) -> Quota:
     """Add two quotas; unlimited absorbs anything."""
     if a == UNLIMITED or b == UNLIMITED:
         return UNLIMITED
-    return a + b  # type: ignore[operator]
+    return a + b
 
 
 def scale_quota(q: Quota, factor: int) -> Quota:
     """Multiply a per-unit quota by a quantity (0 units of unlimited adds nothing)."""
     if q == UNLIMITED:
         return UNLIMITED if factor > 0 else 0
-    return q * factor  # type: ignore[operator]
+    return q * factor
 
 
 def format_quota(q: Quota) -> str:
@@ -67,12 +58,3 @@ class QuotaBundle:
     def as_dict(self) -> dict[str, Quota]:
         """Plain dict, JSON-ready (unlimited stays the string "unlimited")."""
         return {n: getattr(self, n) for n in self.field_names()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Quota]) -> QuotaBundle:
-        """Inverse of as_dict; missing fields are 0."""
-        return cls(**{n: data.get(n, 0) for n in cls.field_names()})
-
-    def describe(self) -> str:
-        """One line for people: "domains 1, domain_aliases 0, ..."."""
-        return ", ".join(f"{n} {format_quota(getattr(self, n))}" for n in self.field_names())

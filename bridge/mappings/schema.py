@@ -9,7 +9,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from bridge.mappings.bundles import UNLIMITED, QuotaBundle
 
 
-class QuotaField(fields.Field):
+class QuotaField(fields.Field[int | str]):
     """An int >= 0 or the word `unlimited`; never a magic 0 or -1."""
 
     default_error_messages = {

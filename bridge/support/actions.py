@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from bridge.db import utcnow
 from bridge.errors import BridgeError
 from bridge.lifecycle import EventStatus
-from bridge.models import Event, Service
+from bridge.models import AuditEntry, Event, Service
 from bridge.provisioning.jobs import reconcile_now, retry_service
 from bridge.provisioning.outcome import Outcome
 from bridge.runtime import Runtime
@@ -32,7 +33,7 @@ class Actor:
     staff_id: int | None = None
     ip: str | None = None
 
-    def audit(self, session: Session, action: str, now: datetime, **kw: object) -> audit.AuditEntry:
+    def audit(self, session: Session, action: str, now: datetime, **kw: Any) -> AuditEntry:
         """Record an action by this actor."""
         return audit.record(
             session,
@@ -92,7 +93,7 @@ def _reopen(session: Session, service_id: int) -> None:
 
 def queue_retry(
     session: Session, service_id: int, actor: Actor, now: datetime, **kw: object
-) -> audit.AuditEntry:
+) -> AuditEntry:
     """Re-queue one service (and its failed events) with an audit row; the caller commits."""
     _reopen(session, service_id)
     requeued = retry_service(session, service_id, now)
@@ -101,7 +102,7 @@ def queue_retry(
 
 def _record_outcome(rt: Runtime, entry_id: int, outcome: Outcome) -> None:
     with rt.transaction() as session:
-        entry = session.get(audit.AuditEntry, entry_id)
+        entry = session.get(AuditEntry, entry_id)
         if entry is not None:
             entry.detail = {
                 **(entry.detail or {}),

@@ -139,14 +139,3 @@ def _epoch(moment: datetime) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return float(moment.timestamp())
-
-
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, value=value)
-
-
-def _epoch(moment: datetime) -> float:
-    """Seconds since the epoch; the ledger stores UTC (SQLite hands it back naive)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return float(moment.timestamp())

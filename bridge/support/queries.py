@@ -251,10 +251,11 @@ def retry_targets(session: Session, f: EventFilter) -> tuple[list[int], int]:
         Event.service_id.is_not(None),
     ]
     services = [
-        int(sid)
+        sid
         for sid in session.scalars(
             select(Event.service_id).where(*where).group_by(Event.service_id)
         )
+        if sid is not None
     ]
     events = int(session.scalar(select(func.count(Event.id)).where(*where)) or 0)
     return sorted(services), events

@@ -206,6 +206,7 @@ def authenticate(rt: Runtime, email: str, password: str, ip: str, now: datetime)
         usable = found is not None and found.disabled_at is None
     ok = verify_password(password, stored or _dummy_hash()) and usable
     rehashed = hash_password(password) if ok and stored and needs_rehash(stored) else None
+    user: StaffUser | None = None
     with rt.transaction() as session:
         if not ok:
             session.add(LoginAttempt(email=address, ip=ip, at=now))
@@ -216,13 +217,13 @@ def authenticate(rt: Runtime, email: str, password: str, ip: str, now: datetime)
                 delete(LoginAttempt).where(LoginAttempt.email == address, LoginAttempt.ip == ip)
             )
             user = find_staff(session, address)
-            if user is None or user.password_hash != stored:
-                ok = False  # removed or changed while we hashed: log in again
-            else:
+            if user is not None and user.password_hash == stored:
                 if rehashed is not None:
                     user.password_hash = rehashed
                 user.last_login_at = now
-    if not ok:
+            else:
+                user = None  # removed or changed while we hashed: log in again
+    if user is None:
         raise LoginRefusedError("invalid_login", "wrong e-mail or password")
     return user
 
