@@ -128,7 +128,6 @@ class Whmcs(Php):
         module forwards of it: docs/design.md#whmcs-envelope.
         """
         params: dict[str, Any] = {
-            "accountid": service,
             "serviceid": service,
             "userid": client,
             "pid": pid,
@@ -153,6 +152,7 @@ class Whmcs(Php):
                 "postcode": "LS1 1AA",
                 "country": "GB",
                 "phonenumber": "+44.1130000000",
+                "tax_id": "GB123456789",
                 "language": "english",
                 "status": "Active",
             },
@@ -175,6 +175,21 @@ class Whmcs(Php):
 
     def module_log(self) -> list[dict[str, Any]]:
         return self.read("module_log.json", [])
+
+    def service_password(self, service: int = 1042) -> str | None:
+        """The password saved on the service through localAPI UpdateClientProduct, if any."""
+        return self.read("service_passwords.json", {}).get(str(service))
+
+    def localapi(self, command: str) -> list[dict[str, Any]]:
+        return [c["data"] for c in self.read("localapi.json", []) if c["command"] == command]
+
+    def sent(self, action: str) -> list[dict[str, Any]]:
+        """The bodies the module posted for one action, from the module log."""
+        return [
+            json.loads(e["request"].split("\n\n", 1)[1])
+            for e in self.module_log()
+            if e["action"] == action
+        ]
 
 
 @pytest.fixture

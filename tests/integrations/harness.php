@@ -9,7 +9,10 @@
  *
  * State the stubs keep (in scenario.state_dir): properties.json (service properties by service
  * id), module_log.json (every logModuleCall with its arguments and the text WHMCS would store
- * after masking the replacement vars), localapi.json, activity.json.
+ * after masking the replacement vars), localapi.json, activity.json, service_passwords.json
+ * (the service password by service id, as UpdateClientProduct saved it).
+ *
+ * scenario.localapi_fail: localAPI commands that answer {"result": "error"} this run.
  */
 
 error_reporting(E_ALL);
@@ -147,11 +150,30 @@ function harness_module(): void
     require_once HARNESS_ROOT . '/whmcs/modules/servers/mailbridge/mailbridge.php';
 }
 
-/** localAPI: GetClientsProducts from scenario.services, ModuleCustom runs the module. */
+/**
+ * localAPI: GetClientsProducts from scenario.services, ModuleCustom runs the module,
+ * UpdateClientProduct keeps servicepassword in service_passwords.json. Parameter names as in
+ * https://developers.whmcs.com/api-reference/ (serviceid, func_name, servicepassword).
+ */
 function localAPI($command, $data = [], $adminUser = null)
 {
     harness_append('localapi.json', ['command' => $command, 'data' => $data]);
     $services = $GLOBALS['harness']['services'] ?? [];
+    if (in_array($command, (array) ($GLOBALS['harness']['localapi_fail'] ?? []), true)) {
+        return ['result' => 'error', 'message' => "harness: $command failed as the scenario asked"];
+    }
+    if ($command === 'UpdateClientProduct') {
+        $id = (string) ($data['serviceid'] ?? '');
+        if ($id === '' || (int) $id < 1) {
+            return ['result' => 'error', 'message' => 'Service ID Not Found'];
+        }
+        if (array_key_exists('servicepassword', $data)) {
+            $passwords = harness_read('service_passwords.json', []);
+            $passwords[$id] = (string) $data['servicepassword'];
+            harness_write('service_passwords.json', $passwords);
+        }
+        return ['result' => 'success', 'serviceid' => (int) $id];
+    }
     if ($command === 'GetClientsProducts') {
         $rows = [];
         foreach ($services as $id => $params) {
@@ -178,7 +200,7 @@ function localAPI($command, $data = [], $adminUser = null)
             'numreturned' => count($page), 'products' => ['product' => $page]];
     }
     if ($command === 'ModuleCustom') {
-        $id = (string) ($data['accountid'] ?? '');
+        $id = (string) ($data['serviceid'] ?? '');
         if (!isset($services[$id])) {
             return ['result' => 'error', 'message' => 'Service ID not found'];
         }
@@ -322,7 +344,7 @@ if ($mode === 'whmcs') {
     $function = 'mailbridge_' . $scenario['function'];
     $result = $function();
 } elseif ($mode === 'whmcs_hook') {
-    require_once HARNESS_ROOT . '/whmcs/includes/hooks/mailbridge.php';
+    require_once HARNESS_ROOT . '/whmcs/modules/servers/mailbridge/hooks.php';
     foreach ($GLOBALS['harness_hooks'][$scenario['hook']] ?? [] as $callback) {
         $callback($scenario['vars']);
     }

@@ -1,4 +1,4 @@
-"""The WHMCS hook file: services moved to another client are reported as MoveService."""
+"""The module's hooks.php: services moved to another client are reported as MoveService."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import threading
 
 import pytest
 from werkzeug.serving import make_server
+
+from tests.integrations.conftest import INTEGRATIONS
+
+
+def test_the_hooks_ship_inside_the_module_directory():
+    # WHMCS loads hooks.php from a provisioning module's own directory
+    module = INTEGRATIONS / "whmcs" / "modules" / "servers" / "mailbridge"
+    assert (module / "hooks.php").is_file()
+    assert not (INTEGRATIONS / "whmcs" / "includes").exists()
+    for path in INTEGRATIONS.joinpath("whmcs").rglob("*.php"):
+        assert "accountid" not in path.read_text(), path
 
 
 def _moved(whmcs, service: int, client: int) -> dict:
@@ -31,7 +42,7 @@ def test_a_moved_service_is_reported_by_the_edit_hook(whmcs, sim):
     assert sim.account("mail1042")["recovery_email"] == "dana99@acme-example.net"
     assert whmcs.properties()["mailbridge_owner"] == "99"
     calls = whmcs.read("localapi.json", [])
-    assert {"command": "ModuleCustom", "data": {"accountid": 1042, "func_name": "MoveService"}} in [
+    assert {"command": "ModuleCustom", "data": {"serviceid": 1042, "func_name": "MoveService"}} in [
         {k: c[k] for k in ("command", "data")} for c in calls
     ]
     moved = [e for e in whmcs.module_log() if e["action"] == "MoveService"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +30,8 @@ def test_metadata_and_product_settings(whmcs):
     meta = whmcs.run({"mode": "whmcs_static", "function": "MetaData"})
     assert meta["APIVersion"] == "1.1" and meta["RequiresServer"] is True
     assert meta["DisplayName"]
+    # HTTPS only (plain HTTP just for loopback): no port-80 default to offer
+    assert meta["DefaultSSLPort"] == "443" and "DefaultNonSSLPort" not in meta
     options = whmcs.run({"mode": "whmcs_static", "function": "ConfigOptions"})
     assert list(options) == ["Tier key"] and options["Tier key"]["Type"] == "text"
     assert "extra_mailboxes|Extra mailboxes" in options["Tier key"]["Description"]
@@ -177,10 +180,98 @@ def test_a_wrong_secret_is_a_readable_401(whmcs, sim):
     assert bad["success"] is False and "whsec_" in bad["error"]
 
 
-def test_a_weak_password_is_refused_with_the_field(whmcs, sim):
-    answer = whmcs.call("CreateAccount", whmcs.params(password="short"))
-    assert answer.startswith("Mail bridge refused the request (HTTP 422")
-    assert "params.password" in answer
+COMPLIANT_16 = re.compile(r"^(?=.*[A-Z])(?=.*[a-z])(?=.*[0-9])[A-HJ-NP-Za-km-np-z2-9]{16}$")
+
+
+def test_a_whmcs_default_password_is_replaced_saved_then_sent(whmcs, sim, db):
+    weak = "aB3dE6gH9k"  # WHMCS's default: 10 letters and digits, both cases
+    assert whmcs.call("CreateAccount", whmcs.params(password=weak)) == "success"
+    saved = whmcs.service_password()
+    assert saved is not None and COMPLIANT_16.match(saved), saved
+    assert whmcs.localapi("UpdateClientProduct") == [{"serviceid": 1042, "servicepassword": saved}]
+    account = sim.account("mail1042")
+    assert account["perm_level"] == "DomainAdmin" and account["enabled"] == 1
+    (create,) = whmcs.sent("CreateAccount")
+    assert create["params"]["password"] == saved  # the saved one is the one sent
+    (entry,) = whmcs.module_log()
+    assert saved in entry["replace_vars"] and saved not in "\n".join(entry["stored"])
+    assert weak not in entry["request"]
+    assert db.scalars(select(Event)).one().status is EventStatus.APPLIED
+
+    # WHMCS's Module Queue retry builds $params from the service: the saved password is
+    # compliant, so it is sent as it is and nothing new is generated
+    assert whmcs.call("CreateAccount", whmcs.params(password=saved)) == "success"
+    assert len(whmcs.localapi("UpdateClientProduct")) == 1
+    assert whmcs.sent("CreateAccount")[-1]["params"]["password"] == saved
+
+
+def test_generated_passwords_differ(whmcs, sim):
+    for service in (1042, 1043):
+        assert whmcs.call("CreateAccount", whmcs.params(service, password="")) == "success"
+    first, second = whmcs.service_password(1042), whmcs.service_password(1043)
+    assert COMPLIANT_16.match(first) and COMPLIANT_16.match(second) and first != second
+
+
+def test_nothing_is_sent_when_the_generated_password_cannot_be_saved(whmcs, sim):
+    answer = whmcs.run(
+        {
+            "mode": "whmcs",
+            "function": "CreateAccount",
+            "params": whmcs.params(password="short"),
+            "localapi_fail": ["UpdateClientProduct"],
+        }
+    )
+    assert answer.startswith("Mail bridge: the service password does not meet")
+    assert "could not be saved" in answer and "short" not in answer
+    assert whmcs.module_log() == []  # no request was made
+    assert whmcs.service_password() is None
+    assert sim.account("mail1042") is None
+
+
+def test_a_compliant_password_is_sent_unchanged_and_nothing_saved(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params(password=PASSWORD)) == "success"
+    assert whmcs.sent("CreateAccount")[0]["params"]["password"] == PASSWORD
+    assert whmcs.localapi("UpdateClientProduct") == []
+    assert whmcs.service_password() is None
+
+
+def test_change_password_refuses_a_weak_one_without_calling_the_bridge(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params()) == "success"
+    sent = len(whmcs.module_log())
+    weak_ones = ("", "short", "alllowercase-123", "ALLUPPERCASE-123", "No-Digits-Here", "Sh0rt-Pas")
+    for weak in weak_ones:
+        answer = whmcs.call("ChangePassword", whmcs.params(password=weak))
+        assert answer == (
+            "The new password must be at least 12 characters and contain an upper-case "
+            "letter, a lower-case letter and a digit."
+        )
+    assert len(whmcs.module_log()) == sent  # no HTTP call was made
+    assert whmcs.localapi("UpdateClientProduct") == []
+
+
+def test_only_the_clients_email_and_name_leave_whmcs(whmcs, sim, db):
+    assert whmcs.call("CreateAccount", whmcs.params()) == "success"
+    assert whmcs.call("SuspendAccount", whmcs.params()) == "success"
+    wanted = {"email", "firstname", "lastname", "companyname"}
+    for body in whmcs.sent("CreateAccount") + whmcs.sent("SuspendAccount"):
+        assert set(body["params"]["clientsdetails"]) == wanted
+        text = json.dumps(body)
+        for private in ("1 Example Street", "LS1 1AA", "+44.1130000000", "GB123456789", "Leeds"):
+            assert private not in text
+    for event in db.scalars(select(Event)).all():  # what the bridge stored
+        assert set(event.payload["params"]["clientsdetails"]) == wanted
+    assert sim.account("mail1042")["recovery_email"] == "dana77@acme-example.net"
+
+
+def test_renew_never_fails(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params()) == "success"
+    assert whmcs.call("Renew", whmcs.params()) == "success"
+    unreachable = whmcs.params(serverport=9)
+    assert whmcs.call("Renew", unreachable) == "success"
+    assert "Mail bridge unreachable" in whmcs.read("activity.json", [])[-1]
+    wrong_secret = whmcs.params(serverpassword="not-a-secret")
+    assert whmcs.call("Renew", wrong_secret) == "success"
+    assert [e["action"] for e in whmcs.module_log()] == ["CreateAccount", "Renew", "Renew"]
 
 
 def test_https_is_required_off_loopback_and_tls_is_verified(whmcs):
@@ -278,5 +369,5 @@ def test_report_client_change_button_with_nothing_to_report(whmcs, sim):
 
 def test_password_is_required_where_it_is_the_point(whmcs):
     answer = whmcs.call("ChangePassword", whmcs.params(password=""))
-    assert "HTTP 422" in answer and "password" in answer
-    assert PASSWORD not in answer
+    assert answer.startswith("The new password must be at least 12 characters")
+    assert PASSWORD not in answer and whmcs.module_log() == []

@@ -2,7 +2,8 @@
 /**
  * mailbridge: WHMCS server module that forwards every module command to the mail bridge.
  *
- * Install: copy modules/servers/mailbridge/ into WHMCS's modules/servers/. Server entry:
+ * Install: copy modules/servers/mailbridge/ (this file, mailbridge_lib.php, hooks.php and
+ * templates/) into WHMCS's modules/servers/; WHMCS loads hooks.php itself. Server entry:
  * Hostname = the bridge's host name (a path prefix is allowed, e.g. bridge.example.org/mb),
  * "Secure" ticked (HTTPS, certificate always verified), Port optional, Username = the bridge's
  * source name (default "whmcs"), Password (or Access Hash) = the source's whsec_ secret.
@@ -11,7 +12,10 @@
  * Each command posts {"event", "occurred_at", "params"} (the envelope described in the
  * repository's docs/design.md#whmcs-envelope) signed with Standard Webhooks. "success" only
  * when the bridge answers HTTP 200 "applied"; anything else is a readable error, so WHMCS
- * shows it and keeps automated actions in its Module Queue.
+ * shows it and keeps automated actions in its Module Queue. Renew is the exception: the
+ * bridge changes nothing on a renewal, so it is reported best-effort and never fails.
+ *
+ * Of the client's details only email, firstname, lastname and companyname are sent.
  */
 
 if (!defined('WHMCS')) {
@@ -26,7 +30,6 @@ function mailbridge_MetaData()
         'DisplayName' => 'Mail Bridge (Mailcheap NMS)',
         'APIVersion' => '1.1',
         'RequiresServer' => true,
-        'DefaultNonSSLPort' => '80',
         'DefaultSSLPort' => '443',
     ];
 }
@@ -123,8 +126,12 @@ function mailbridge_log(string $action, string $request, array $response, $proce
  * (WHMCS's Module Queue retry), so the bridge sees a repeat of the same delivery; any other
  * call gets a new id and the current time.
  */
-function mailbridge_command(string $function, array $params, array $extra = []): string
-{
+function mailbridge_command(
+    string $function,
+    array $params,
+    array $extra = [],
+    int $timeout = MailBridgeClient::TIMEOUT_S
+): string {
     try {
         $client = MailBridgeClient::fromParams($params);
     } catch (MailBridgeConfigError $e) {
@@ -161,7 +168,7 @@ function mailbridge_command(string $function, array $params, array $extra = []):
 
     $body = MailBridgeClient::canonicalJson(['event' => $function, 'occurred_at' => $occurredAt, 'params' => $send]);
     $path = '/hooks/' . $client->source();
-    $response = $client->post($path, $body, $webhookId);
+    $response = $client->post($path, $body, $webhookId, $timeout);
     [$ok, $message] = MailBridgeClient::outcome($response);
     mailbridge_log(
         $function,
@@ -196,8 +203,53 @@ function mailbridge_report_move(array $params): ?string
     return mailbridge_command('MoveService', $params, ['previous_userid' => (int) $previous]);
 }
 
+/**
+ * Save a password on the service through WHMCS's documented local API UpdateClientProduct
+ * (serviceid, servicepassword). It takes the plain password: WHMCS stores it the way it
+ * stores every service password, so no encrypt() here. Null when saved, else why not.
+ */
+function mailbridge_save_service_password(array $params, string $password): ?string
+{
+    $serviceId = (int) ($params['serviceid'] ?? 0);
+    if ($serviceId < 1) {
+        return 'no service id was passed';
+    }
+    if (!function_exists('localAPI')) {
+        return 'the WHMCS local API is not available';
+    }
+    try {
+        $result = localAPI('UpdateClientProduct', ['serviceid' => $serviceId, 'servicepassword' => $password]);
+    } catch (Throwable $e) {
+        return $e->getMessage();
+    }
+    if (is_array($result) && ($result['result'] ?? '') === 'success') {
+        return null;
+    }
+    $why = is_array($result) ? (string) ($result['message'] ?? '') : '';
+    return $why !== '' ? $why : 'no answer';
+}
+
+/**
+ * Create. WHMCS generates 10-character service passwords by default, which the mail server
+ * refuses (it needs 12 characters with an upper-case letter, a lower-case letter and a
+ * digit). When $params['password'] breaks that policy, a compliant 16-character password is
+ * generated and saved to the service first, then sent: a Module Queue retry then sends the
+ * same password again (and reuses the delivery), and the welcome e-mail's
+ * {$service_password} shows the password that works. Nothing is sent if it cannot be saved.
+ */
 function mailbridge_CreateAccount(array $params)
 {
+    if (!MailBridgeClient::passwordMeetsPolicy($params['password'] ?? '')) {
+        $password = MailBridgeClient::generatePassword();
+        $failed = mailbridge_save_service_password($params, $password);
+        if ($failed !== null) {
+            return 'Mail bridge: the service password does not meet the mail server\'s policy and '
+                . 'a new one could not be saved to the service (' . $failed . '). Set a password '
+                . 'of at least 12 characters with an upper-case letter, a lower-case letter and '
+                . 'a digit on the service, then create it again.';
+        }
+        $params['password'] = $password;
+    }
     return mailbridge_command('CreateAccount', $params);
 }
 
@@ -221,14 +273,36 @@ function mailbridge_ChangePackage(array $params)
     return mailbridge_command('ChangePackage', $params);
 }
 
+/** Change Password: a password the mail server would refuse is refused here, unsent. */
 function mailbridge_ChangePassword(array $params)
 {
+    if (!MailBridgeClient::passwordMeetsPolicy($params['password'] ?? '')) {
+        return MailBridgeClient::PASSWORD_RULE;
+    }
     return mailbridge_command('ChangePassword', $params);
 }
 
+/**
+ * Renew: the bridge records it and changes nothing on the mail server, so a renewal never
+ * fails for WHMCS (no Module Queue item, no failed-action e-mail). It is still sent, with the
+ * shorter read timeout; an undelivered one is noted in the activity log and the module log.
+ */
 function mailbridge_Renew(array $params)
 {
-    return mailbridge_command('Renew', $params);
+    try {
+        $outcome = mailbridge_command('Renew', $params, [], MailBridgeClient::READ_TIMEOUT_S);
+    } catch (Throwable $e) {
+        $outcome = $e->getMessage();
+    }
+    if ($outcome !== 'success' && function_exists('logActivity')) {
+        try {
+            logActivity('Mail bridge: the renewal of service #' . (int) ($params['serviceid'] ?? 0)
+                . ' was not recorded by the bridge (nothing on the mail server depends on it): ' . $outcome);
+        } catch (Throwable $e) {
+            // best-effort only
+        }
+    }
+    return 'success';
 }
 
 function mailbridge_AdminCustomButtonArray()
@@ -265,9 +339,8 @@ function mailbridge_TransferOwnership(array $params)
 }
 
 /**
- * "Report client change" (also run by the hooks in includes/hooks/mailbridge.php through
- * the ModuleCustom API): sends MoveService when the service's client differs from the one
- * the bridge last heard of.
+ * "Report client change" (also run by the module's hooks.php through the ModuleCustom API):
+ * sends MoveService when the service's client differs from the one the bridge last heard of.
  */
 function mailbridge_MoveService(array $params)
 {

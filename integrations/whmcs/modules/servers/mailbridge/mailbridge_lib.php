@@ -36,6 +36,22 @@ if (!class_exists('MailBridgeConfigError')) {
         const SENDS_PASSWORD = ['CreateAccount', 'ChangePassword'];
         /** $params keys that must reach the bridge as JSON objects even when empty. */
         const OBJECT_KEYS = ['clientsdetails', 'configoptions', 'customfields'];
+        /**
+         * The client details the bridge uses (recovery e-mail, display name); nothing else of
+         * the client (address, phone numbers, tax id, ...) leaves WHMCS.
+         */
+        const CLIENT_FIELDS = ['email', 'firstname', 'lastname', 'companyname'];
+        /** The mail server's password policy: this many characters, upper, lower and a digit. */
+        const PASSWORD_MIN_LENGTH = 12;
+        /** What staff and clients read when a new password breaks that policy. */
+        const PASSWORD_RULE = 'The new password must be at least 12 characters and contain an '
+            . 'upper-case letter, a lower-case letter and a digit.';
+        /** Length of a password the module generates when WHMCS's own breaks the policy. */
+        const GENERATED_PASSWORD_LENGTH = 16;
+        /** Letters and digits that cannot be mistaken for one another (no I, O, l, o, 0, 1). */
+        const PASSWORD_UPPER = 'ABCDEFGHJKLMNPQRSTUVWXYZ';
+        const PASSWORD_LOWER = 'abcdefghijkmnpqrstuvwxyz';
+        const PASSWORD_DIGITS = '23456789';
 
         /** @var string */
         private $baseUrl;
@@ -168,7 +184,8 @@ if (!class_exists('MailBridgeConfigError')) {
 
         /**
          * $params as the bridge receives them: no server* key, no model, no object, our own
-         * bookkeeping fields out of customfields, and the password only where it is the point.
+         * bookkeeping fields out of customfields, of the client's details only the e-mail and
+         * name (CLIENT_FIELDS), and the password only where it is the point.
          */
         public static function paramsToSend(string $function, array $params): array
         {
@@ -187,6 +204,9 @@ if (!class_exists('MailBridgeConfigError')) {
                 }
                 $out[$key] = $clean;
             }
+            if (isset($out['clientsdetails']) && is_array($out['clientsdetails'])) {
+                $out['clientsdetails'] = self::clientFields($out['clientsdetails']);
+            }
             if (isset($out['customfields']) && is_array($out['customfields'])) {
                 foreach (array_keys($out['customfields']) as $name) {
                     $bare = trim(explode('|', (string) $name, 2)[0]);
@@ -201,6 +221,60 @@ if (!class_exists('MailBridgeConfigError')) {
                 }
             }
             return $out;
+        }
+
+        /** Only the client details the bridge uses (CLIENT_FIELDS), those WHMCS passed. */
+        public static function clientFields(array $details): array
+        {
+            $out = [];
+            foreach (self::CLIENT_FIELDS as $field) {
+                if (array_key_exists($field, $details) && (is_scalar($details[$field]) || $details[$field] === null)) {
+                    $out[$field] = $details[$field];
+                }
+            }
+            return $out;
+        }
+
+        /**
+         * True when the mail server would accept the password: at least 12 characters with an
+         * upper-case letter, a lower-case letter and a digit (the bridge checks the same rules).
+         * A value that is not UTF-8 text never passes.
+         */
+        public static function passwordMeetsPolicy($password): bool
+        {
+            if (!is_string($password) || $password === '' || preg_match('//u', $password) !== 1) {
+                return false;
+            }
+            $length = function_exists('mb_strlen')
+                ? mb_strlen($password, 'UTF-8')
+                : preg_match_all('/./us', $password);
+            return $length >= self::PASSWORD_MIN_LENGTH
+                && preg_match('/\p{Lu}/u', $password) === 1
+                && preg_match('/\p{Ll}/u', $password) === 1
+                && preg_match('/\p{Nd}/u', $password) === 1;
+        }
+
+        /**
+         * A 16-character password that meets the policy: random_int() over letters and digits
+         * that are hard to confuse, with at least one upper-case letter, one lower-case letter
+         * and one digit, in random positions.
+         */
+        public static function generatePassword(): string
+        {
+            $classes = [self::PASSWORD_UPPER, self::PASSWORD_LOWER, self::PASSWORD_DIGITS];
+            $all = implode('', $classes);
+            $chars = [];
+            foreach ($classes as $class) {
+                $chars[] = $class[random_int(0, strlen($class) - 1)];
+            }
+            while (count($chars) < self::GENERATED_PASSWORD_LENGTH) {
+                $chars[] = $all[random_int(0, strlen($all) - 1)];
+            }
+            for ($i = count($chars) - 1; $i > 0; $i--) { // Fisher-Yates with random_int
+                $j = random_int(0, $i);
+                [$chars[$i], $chars[$j]] = [$chars[$j], $chars[$i]];
+            }
+            return implode('', $chars);
         }
 
         /** Scalars and arrays only: objects and resources become null (and are dropped). */

@@ -2,6 +2,10 @@
 /**
  * mailbridge: report services that moved to another client (WHMCS has no module call for it).
  *
+ * The module's own hook file: WHMCS finds hooks.php in a provisioning module's directory and
+ * loads it on every page (it looks for it when the module is activated; if this file arrives
+ * later, open a mailbridge product's Module Settings and press Save Changes once).
+ *
  * WHMCS's "Move Product/Service" and client merges change a service's owner without calling
  * the server module. The module records, on each successful command, the client it reported
  * (service property `mailbridge_owner`). These hooks compare that with the service's client
@@ -43,7 +47,7 @@ if (!function_exists('mailbridge_hook_owner')) {
     /** Run the module's MoveService for one service whose owner changed. */
     function mailbridge_hook_report(int $serviceId, string $previous, string $current): void
     {
-        $result = localAPI('ModuleCustom', ['accountid' => $serviceId, 'func_name' => 'MoveService']);
+        $result = localAPI('ModuleCustom', ['serviceid' => $serviceId, 'func_name' => 'MoveService']);
         if (($result['result'] ?? '') === 'success') {
             mailbridge_hook_log("service #$serviceId moved from client #$previous to #$current: reported");
             return;
