@@ -160,10 +160,27 @@ def record_event(
         status=EventStatus.RECEIVED,
     )
     session.add(event)
-    if service.username is None and parsed.username:
+    if (
+        service.bound
+        and parsed.username
+        and parsed.username.lower() != (service.username or "").lower()
+    ):
+        # Never re-target a bound service: a typo must not steer writes to another account.
+        event.status, event.finished_at = EventStatus.FAILED, now
+        event.reason = "username_changed"
+        event.message = (
+            f'the event names DomainAdmin "{parsed.username}", but this service is bound to '
+            f'"{service.username}"; nothing was changed. If the account really changed, relink '
+            f"the service (service page, or `bridge services relink {source} "
+            f"{parsed.service_ref} {parsed.username}`), then retry"
+        )
+        return event
+    if not service.bound and parsed.username and service.username is None:
         service.username = parsed.username
     if service.domain is None and parsed.domain:
         service.domain = parsed.domain
+    if parsed.action is Action.CREATE:
+        service.create_requested = True
 
     aspects = aspects_of(parsed.action, parsed.transfer_kind)
     if not aspects:
@@ -179,6 +196,9 @@ def record_event(
         event.message = "a newer event for this service was already absorbed; nothing changes"
         return event
     service.aspect_times = times
+    if parsed.action is Action.CREATE and not service.bound and parsed.username:
+        # Until bound, the newest create names the account to create or adopt.
+        service.username = parsed.username
     for aspect in moved:
         _apply_aspect(service, aspect, parsed, password_hash)
     service.generation += 1

@@ -54,6 +54,13 @@ class Service(Base):
     #: The recovery e-mail our last create POST carried (stored before the POST): a
     #: DomainAdmin with it is ours even if the answer was lost and the client moved since.
     created_as_email: Mapped[str | None] = mapped_column(String(320))
+    #: The binding to one DomainAdmin (`username`): how (created, adopted, imported, linked,
+    #: relinked), when and by whom. The bridge writes only to a bound service's account.
+    bound_how: Mapped[str | None] = mapped_column(String(20))
+    bound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bound_by: Mapped[str | None] = mapped_column(String(320))
+    #: A create event was absorbed: only then may a reconcile create or adopt an account.
+    create_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     client_name: Mapped[str | None] = mapped_column(String(255))
     product_id: Mapped[str | None] = mapped_column(String(64))
     tier_key: Mapped[str | None] = mapped_column(String(64))
@@ -78,6 +85,16 @@ class Service(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     events: Mapped[list[Event]] = relationship(back_populates="service", order_by="Event.id")
+
+    @property
+    def bound(self) -> bool:
+        """True once the service is bound to its DomainAdmin."""
+        return self.bound_at is not None
+
+    @property
+    def label(self) -> str:
+        """How people name it: `whmcs:1002`."""
+        return f"{self.source}:{self.service_ref}"
 
 
 class Event(Base):

@@ -70,6 +70,8 @@ def build_spec() -> APISpec:
         ("RetryRequest", s.RetrySchema),
         ("ResolveRequest", s.ResolveSchema),
         ("BulkRetryRequest", s.BulkRetrySchema),
+        ("LinkRequest", s.LinkSchema),
+        ("LinkResult", s.LinkResultSchema),
     ):
         spec.components.schema(name, schema=schema)
     error = {"$ref": "#/components/schemas/Error"}
@@ -185,6 +187,26 @@ def build_spec() -> APISpec:
                 "parameters": [_id("service_id", "the bridge's service id")],
                 "responses": {
                     "200": _json("Outcome", "how it ended"),
+                    **_ERRORS,
+                    **_OPERATOR,
+                    **_NOT_FOUND,
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/api/services/{service_id}/link",
+        operations={
+            "post": {
+                "summary": "Bind a service to an existing DomainAdmin (or show it first)",
+                "description": "With `confirm: false` (the default) the account's recovery "
+                "e-mail and domains are read and returned, nothing changes. With `confirm: "
+                "true` the binding is recorded (audited); `relink: true` moves an existing one.",
+                "parameters": [_id("service_id", "the bridge's service id")],
+                "requestBody": _body("LinkRequest"),
+                "responses": {
+                    "200": _json("LinkResult", "the account"),
+                    "409": {"$ref": "#/components/responses/Conflict"},
                     **_ERRORS,
                     **_OPERATOR,
                     **_NOT_FOUND,

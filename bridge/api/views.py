@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from functools import wraps
@@ -19,7 +20,15 @@ from bridge.errors import BridgeError
 from bridge.models import Event, Service, StaffToken, StaffUser
 from bridge.support import audit, queries
 from bridge.support import schemas as s
-from bridge.support.actions import Actor, bulk_retry, reconcile, resolve_event, retry_event
+from bridge.support.actions import (
+    Actor,
+    bulk_retry,
+    link_service,
+    preview_link,
+    reconcile,
+    resolve_event,
+    retry_event,
+)
 from bridge.support.queries import to_filter
 from bridge.support.staff import staff_for_token, touch_token
 from bridge.support.state import compare, describe_error
@@ -273,6 +282,22 @@ def reconcile_service(service_id: int) -> ResponseReturnValue:
     _body()
     outcome = reconcile(runtime(), service_id, _actor())
     return jsonify(s.OutcomeSchema().dump(outcome))
+
+
+@bp.post("/services/<int:service_id>/link")
+@operator_only
+def link(service_id: int) -> ResponseReturnValue:
+    """Show (confirm false) or bind (confirm true) the DomainAdmin for a service."""
+    data = _load(s.LinkSchema(), _body())
+    if data["confirm"]:
+        preview = link_service(
+            runtime(), service_id, data["username"], _actor(), relink=data["relink"]
+        )
+    else:
+        preview = preview_link(runtime(), service_id, data["username"])
+    return jsonify(
+        s.LinkResultSchema().dump({**dataclasses.asdict(preview), "linked": data["confirm"]})
+    )
 
 
 @bp.get("/mappings")

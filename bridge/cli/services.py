@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bridge.cli.base import Context, pass_ctx
+from bridge.cli.base import Context, actor, database, pass_ctx, root
 from bridge.runtime import Runtime
 
 
@@ -214,3 +214,52 @@ def services_show(ctx: Context, source: str, service_id: str, as_json: bool) -> 
             click.echo(f"  {d['field']}: desired {d['desired']}, actual {d['actual']}")
     else:
         click.echo("drift: none, the mail server matches")
+
+
+def _link(source: str, service_id: str, username: str, yes: bool, relink: bool) -> None:
+    from bridge.support.actions import link_service, preview_link
+
+    rt = root().runtime()
+    with database():
+        ids = _service_ids(rt, source, service_id)
+        if not ids:
+            raise click.ClickException(f"no service {source}:{service_id} in the ledger")
+        preview = preview_link(rt, ids[0], username)
+        click.echo(f"service {preview.label}")
+        click.echo(f"  bound now to:    {preview.bound_to or '(nothing)'}")
+        click.echo(f"  DomainAdmin:     {preview.username}")
+        click.echo(f"  recovery e-mail: {preview.recovery_email or '(none)'}")
+        click.echo(f"  domains:         {', '.join(preview.domains) or '(none)'}")
+        click.echo(f"  enabled:         {'yes' if preview.enabled else 'no'}")
+        if not yes:
+            click.confirm("Is this the customer's account? Bind the service to it", abort=True)
+        link_service(rt, ids[0], username, actor(), relink=relink)
+    click.echo(
+        f"{'relinked' if relink else 'linked'}: {preview.label} -> {preview.username}; "
+        f"`bridge events retry --failed --source {source}` applies what is waiting"
+    )
+
+
+@services.command("link")
+@click.argument("source")
+@click.argument("service_id")
+@click.argument("username")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def services_link(source: str, service_id: str, username: str, yes: bool) -> None:
+    """Bind a service the bridge did not create to its existing DomainAdmin.
+
+    Shows the account's recovery e-mail and domains first. Until a service is bound (by the
+    bridge's own create, a create that adopted the client's account, `bridge import`, or
+    this command) the bridge changes nothing for it.
+    """
+    _link(source, service_id, username, yes, relink=False)
+
+
+@services.command("relink")
+@click.argument("source")
+@click.argument("service_id")
+@click.argument("username")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def services_relink(source: str, service_id: str, username: str, yes: bool) -> None:
+    """Move a bound service to another DomainAdmin (after `username_changed`)."""
+    _link(source, service_id, username, yes, relink=True)

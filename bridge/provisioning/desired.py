@@ -53,11 +53,13 @@ def snapshot(session: Session, service: Service, settings: Settings) -> Desired:
         password_pending=service.password_pending,
         recovery_email=service.client_email,
         delete_at=delete_time(service.terminate_requested_at, settings.termination.grace_days),
-        applied_before=service.applied_generation > 0,
+        bound=service.bound,
+        create_requested=service.create_requested,
         suspended_accounts=(
             tuple(service.suspended_accounts) if service.suspended_accounts is not None else None
         ),
         transfer_to_username=target.username if target is not None else None,
         transfer_to_ref=service.transfer_to,
+        transfer_to_bound=target is not None and target.bound,
         created_as_email=service.created_as_email,
     )

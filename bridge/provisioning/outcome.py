@@ -149,6 +149,8 @@ def _applied(service: Service, events: list[Event], done: Attempted, newer: bool
     desired, plan, record = done.desired, done.plan, done.record
     assert desired is not None and plan is not None and record is not None
     service.applied_generation = max(service.applied_generation, desired.generation)
+    if plan.binds and not service.bound and service.username == desired.username:
+        service.bound_how, service.bound_at, service.bound_by = plan.binds, done.started, "bridge"
     if record.get("password_applied") and service.password_hash == desired.password_hash:
         service.password_pending = False
     if "suspended_accounts" in record:

@@ -44,10 +44,14 @@ class Desired:
     password_pending: bool
     recovery_email: str | None
     delete_at: datetime | None
-    applied_before: bool
+    #: Bound to `username` (created, adopted, imported or linked): ours to change.
+    bound: bool
+    #: A create event was absorbed: an unbound service may create or adopt its account.
+    create_requested: bool
     suspended_accounts: tuple[str, ...] | None
     transfer_to_username: str | None = None
     transfer_to_ref: str | None = None
+    transfer_to_bound: bool = False
     created_as_email: str | None = None
 
 
@@ -79,6 +83,8 @@ class Plan:
     note: str = ""
     #: Parts of the desired state that cannot be applied, by aspect (e.g. "package").
     blocked: dict[str, PermanentError] = field(default_factory=dict)
+    #: How this reconcile binds an unbound service once it succeeds: created or adopted.
+    binds: str | None = None
 
     def add(self, kind: str, detail: str, **args: Any) -> None:
         """Append a step."""
@@ -98,6 +104,8 @@ def plan(
             "not_provisioned",
             "no username is known for this service: the billing system has not sent a create",
         )
+    if not desired.bound and not desired.create_requested:
+        raise not_linked(desired.source, desired.service_ref, desired.username)
     if isinstance(actual, Account):
         raise PermanentError(
             "username_taken",
@@ -119,18 +127,23 @@ def plan(
             raise PermanentError("no_bundle", "the service has no product to size it by")
         result.drift.append(Difference("exists", True, False))
         result.add("create", f'create DomainAdmin "{desired.username}"')
+        result.binds = None if desired.bound else "created"
         if state is ServiceState.SUSPENDED:
             result.add("disable", "disable it (the service is suspended)", remember=False)
         return result
 
-    ours = {e.lower() for e in (desired.recovery_email, desired.created_as_email) if e}
-    if not desired.applied_before and ours and actual.recovery_email.lower() not in ours:
-        raise PermanentError(
-            "username_taken",
-            f'a DomainAdmin "{desired.username}" already exists and its recovery e-mail does '
-            "not match this client; it belongs to someone else (or import it with "
-            "`bridge import`)",
-        )
+    if not desired.bound:
+        # A create may adopt an existing account only when it is the client's own.
+        ours = {e.lower() for e in (desired.recovery_email, desired.created_as_email) if e}
+        if actual.recovery_email.lower() not in ours:
+            raise PermanentError(
+                "username_taken",
+                f'a DomainAdmin "{desired.username}" already exists and its recovery e-mail '
+                "does not match this client; it belongs to someone else (or link it: "
+                f"`bridge services link {desired.source} {desired.service_ref} "
+                f"{desired.username}`)",
+            )
+        result.binds = "adopted"
 
     if state is ServiceState.TERMINATED:
         delete_at = desired.delete_at or now
@@ -207,7 +220,27 @@ def plan(
     return result
 
 
+def not_linked(source: str, service_ref: str, username: str | None) -> PermanentError:
+    """The refusal for a service the bridge may not touch: it never created, adopted,
+    imported or was told to link an account for it."""
+    name = f' (the event names "{username}")' if username else ""
+    return PermanentError(
+        "not_linked",
+        f"service {source}:{service_ref} is not linked to a DomainAdmin{name}, so the bridge "
+        "changes nothing: it acts only on accounts it created, adopted on a create, imported "
+        f"or was told to link. Link it on the service page or with `bridge services link "
+        f"{source} {service_ref} USERNAME`, then retry",
+    )
+
+
 def _plan_transfer(desired: Desired, actual: DomainAdmin, target: Any, result: Plan) -> None:
+    if not desired.transfer_to_bound:
+        raise PermanentError(
+            "not_linked",
+            f"the receiving service {desired.source}:{desired.transfer_to_ref} is not linked "
+            "to a DomainAdmin; link it first (service page or `bridge services link`), then "
+            "retry",
+        )
     if not isinstance(target, DomainAdmin):
         raise PermanentError(
             "transfer_target_unknown",

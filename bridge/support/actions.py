@@ -6,22 +6,25 @@ service's failed events and makes its job due; a single retry may then apply it 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
 from bridge.errors import BridgeError
 from bridge.lifecycle import EventStatus
+from bridge.mailserver import DomainAdmin
 from bridge.models import AuditEntry, Event, Service
 from bridge.provisioning.jobs import reconcile_now, retry_service
 from bridge.provisioning.outcome import Outcome
 from bridge.runtime import Runtime
 from bridge.support import audit
 from bridge.support.queries import EventFilter, retry_targets
+from bridge.support.state import READ_BUDGET_S
 
 
 @dataclass(frozen=True)
@@ -210,3 +213,102 @@ def reconcile(rt: Runtime, service_id: int, actor: Actor) -> Outcome:
             message=outcome.message,
         )
     return outcome
+
+
+@dataclass(frozen=True)
+class LinkPreview:
+    """The account a staff member is about to bind a service to, as the mail server shows it."""
+
+    service_id: int
+    label: str
+    username: str
+    recovery_email: str
+    domains: tuple[str, ...]
+    enabled: bool
+    bound_to: str | None
+
+
+def preview_link(rt: Runtime, service_id: int, username: str) -> LinkPreview:
+    """Read the DomainAdmin `username` for a link or relink; change nothing."""
+    name = username.strip()
+    if not name or len(name) > 255:
+        raise ActionError("invalid_username", "give the DomainAdmin's username")
+    with rt.reads() as session:
+        service = session.get(Service, service_id)
+        if service is None:
+            raise NotFoundError("not_found", f"there is no service {service_id}")
+        label, bound_to = service.label, service.username if service.bound else None
+        other = session.scalar(
+            select(Service).where(
+                func.lower(Service.username) == name.lower(),
+                Service.bound_at.is_not(None),
+                Service.id != service_id,
+            )
+        )
+        if other is not None:
+            raise ActionError(
+                "already_bound",
+                f'DomainAdmin "{name}" is already bound to service {other.label}; one account '
+                "belongs to one service",
+            )
+    account = rt.mailserver.client(time.monotonic() + READ_BUDGET_S).find_domainadmin(name)
+    if not isinstance(account, DomainAdmin):
+        what = "does not exist" if account is None else f"is a {account.perm_level}"
+        raise ActionError("no_such_domainadmin", f'"{name}" {what} on the mail server')
+    return LinkPreview(
+        service_id,
+        label,
+        account.username,
+        account.recovery_email,
+        account.domains,
+        account.enabled,
+        bound_to,
+    )
+
+
+def link_service(
+    rt: Runtime, service_id: int, username: str, actor: Actor, *, relink: bool = False
+) -> LinkPreview:
+    """Bind a service to an existing DomainAdmin (staff), or move its binding (`relink`).
+
+    The account is read first; the binding (how, when, who) and an audit row with the
+    account's recovery e-mail and domains are written in one transaction. Nothing is
+    written to the mail server: a Retry then applies the desired state.
+    """
+    preview = preview_link(rt, service_id, username)
+    now = utcnow()
+    with rt.transaction() as session:
+        service = lock_service_row(session, service_id)
+        if service.bound and not relink:
+            raise ActionError(
+                "already_linked",
+                f'service {service.label} is bound to "{service.username}"; use relink to '
+                "move the binding",
+            )
+        if relink and not service.bound:
+            raise ActionError("not_linked", f"service {service.label} is not linked yet; link it")
+        previous = service.username if service.bound else None
+        service.username = preview.username
+        service.bound_how = "relinked" if relink else "linked"
+        service.bound_at, service.bound_by = now, actor.name
+        actor.audit(
+            session,
+            "relink" if relink else "link",
+            now,
+            service_id=service_id,
+            username=preview.username,
+            previous=previous,
+            recovery_email=preview.recovery_email,
+            domains=",".join(preview.domains),
+        )
+    return preview
+
+
+def lock_service_row(session: Session, service_id: int) -> Service:
+    """The service row for an update (row-locked on PostgreSQL); NotFoundError if gone."""
+    service = session.scalars(
+        select(Service).where(Service.id == service_id).with_for_update()
+    ).first()
+    if service is None:
+        raise NotFoundError("not_found", f"there is no service {service_id}")
+    return service

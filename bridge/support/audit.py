@@ -22,6 +22,8 @@ ACTIONS = (
     "staff_added",
     "token_issued",
     "token_revoked",
+    "link",
+    "relink",
 )
 
 
@@ -108,6 +110,12 @@ def describe(entry: AuditEntry) -> str:
     if entry.action == "reconcile":
         tail = f" ({d['reason']})" if d.get("reason") else ""
         return f"reconcile now: {d.get('outcome', '?')}{tail}"
+    if entry.action in ("link", "relink"):
+        was = f" (was {d['previous']})" if d.get("previous") else ""
+        return (
+            f"{entry.action}ed to DomainAdmin {d.get('username', '?')}{was}: recovery e-mail "
+            f"{d.get('recovery_email') or '(none)'}, domains {d.get('domains') or '(none)'}"
+        )
     if entry.action == "login_failed":
         return f"login refused: {d.get('reason', '?')} for {d.get('email', '?')}"
     if entry.action in ("token_issued", "token_revoked"):

@@ -132,6 +132,7 @@ def import_row(
     row: Row,
     index: dict[str, DomainAdmin],
     apply: bool,
+    who: str = "bridge import",
 ) -> Result:
     """Link one billing service to its DomainAdmin and record its desired state."""
     if not row.service_ref or not row.username:
@@ -156,10 +157,7 @@ def import_row(
         existing = session.scalar(
             select(Service).where(Service.source == source, Service.service_ref == row.service_ref)
         )
-        if existing is not None and existing.applied_generation > 0:
-            linked_before = True
-        else:
-            linked_before = False
+        linked_before = existing is not None and existing.bound
         service = lock_service(session, source, row.service_ref)
         if service.generation == 0 or not linked_before:
             service.username = row.username
@@ -181,6 +179,7 @@ def import_row(
             )
         if not linked_before:
             service.applied_generation = service.generation  # linked: it is ours now
+            service.bound_how, service.bound_at, service.bound_by = "imported", now, who
         service_id = service.id
         try:
             desired = snapshot(session, service, rt.settings)

@@ -37,8 +37,18 @@ REASONS: dict[str, Explanation] = {
     ),
     "username_taken": Explanation(
         "The username belongs to another account on the mail server",
-        "Choose another username in the billing system, or adopt the account with "
-        "`bridge import`; then press Retry.",
+        "Choose another username in the billing system, or (if it is this customer's) link "
+        "the account on the service page or with `bridge import`; then press Retry.",
+    ),
+    "not_linked": Explanation(
+        "The service is not bound to a DomainAdmin, so the bridge changed nothing",
+        "If the account is the customer's, link it on the service page (or `bridge services "
+        "link SOURCE ID USERNAME`), then press Retry. Otherwise send a create from billing.",
+    ),
+    "username_changed": Explanation(
+        "The event names another DomainAdmin than the one the service is bound to",
+        "Nothing was changed. If the customer's account really is the new one, relink the "
+        "service (service page or `bridge services relink`), then press Retry.",
     ),
     "not_provisioned": Explanation(
         "The service was never created",

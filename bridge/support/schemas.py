@@ -199,6 +199,37 @@ class OutcomeSchema(Schema):
     write_calls = fields.Integer()
 
 
+class LinkSchema(_Strict):
+    """POST /api/services/{id}/link: bind the service to an existing DomainAdmin."""
+
+    username = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=255),
+        metadata={"description": "the DomainAdmin's username on the mail server"},
+    )
+    confirm = fields.Boolean(
+        load_default=False,
+        metadata={"description": "false (default) only shows the account; true binds"},
+    )
+    relink = fields.Boolean(
+        load_default=False,
+        metadata={"description": "move the binding of an already bound service"},
+    )
+
+
+class LinkResultSchema(Schema):
+    """The account a service is (or would be) bound to."""
+
+    service_id = fields.Integer()
+    label = fields.String()
+    username = fields.String()
+    recovery_email = fields.String()
+    domains = fields.List(fields.String())
+    enabled = fields.Boolean()
+    bound_to = fields.String(allow_none=True)
+    linked = fields.Boolean()
+
+
 class RetryResultSchema(Schema):
     """The answer to a retry."""
 
