@@ -37,6 +37,7 @@ from bridge.admin.auth import (
 )
 from bridge.admin.chart import build as build_chart
 from bridge.db import utcnow
+from bridge.errors import BridgeError
 from bridge.lifecycle import Action, EventStatus
 from bridge.mappings.bundles import QuotaBundle, format_quota
 from bridge.models import Attempt, Event, Service
@@ -47,6 +48,8 @@ from bridge.support.actions import (
     Actor,
     NotFoundError,
     bulk_retry,
+    link_service,
+    preview_link,
     reconcile,
     resolve_event,
     retry_event,
@@ -429,6 +432,41 @@ def reconcile_service(service_id: int) -> ResponseReturnValue:
         flash(f"Reconciled: {outcome.write_calls} change(s) made on the mail server.", "ok")
     else:
         flash(f"Reconcile {outcome.status}: {outcome.reason}: {outcome.message}", "error")
+    return redirect(url_for("admin.service", service_id=service_id))
+
+
+@bp.get("/services/<int:service_id>/link")
+@operator_required
+def link_confirm(service_id: int) -> ResponseReturnValue:
+    """Show the account (recovery e-mail, domains) before binding the service to it."""
+    try:
+        preview = preview_link(runtime(), service_id, request.args.get("username", ""))
+    except NotFoundError as exc:
+        raise NotFound(exc.message) from None
+    except BridgeError as exc:
+        flash(f"{exc.reason}: {exc.message}", "error")
+        return redirect(url_for("admin.service", service_id=service_id))
+    return _page("link.html", preview=preview, relink=preview.bound_to is not None)
+
+
+@bp.post("/services/<int:service_id>/link")
+@operator_required
+def link(service_id: int) -> ResponseReturnValue:
+    """Bind (or rebind) the service to the account shown on the confirmation page."""
+    username = request.form.get("username", "")
+    try:
+        with_binding = get_session().get(Service, service_id)
+        relink = with_binding is not None and with_binding.bound
+        preview = link_service(runtime(), service_id, username, _actor(), relink=relink)
+    except NotFoundError as exc:
+        raise NotFound(exc.message) from None
+    except BridgeError as exc:
+        flash(f"{exc.reason}: {exc.message}", "error")
+    else:
+        flash(
+            f"Linked to {preview.username}. Press Retry on a failed event to apply what waits.",
+            "ok",
+        )
     return redirect(url_for("admin.service", service_id=service_id))
 
 

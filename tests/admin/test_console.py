@@ -245,3 +245,42 @@ def test_missing_event_is_a_page_not_json(as_operator, client):
     assert response.status_code == 404
     assert "there is no event 999999" in text_of(response)
     assert response.mimetype == "text/html"
+
+
+def test_link_shows_the_account_then_binds_and_audits(as_operator, client, sim, db):
+    sim.seed(
+        {
+            "accounts": [
+                {
+                    "username": "legacy88",
+                    "perm_level": "DomainAdmin",
+                    "recovery_email": "boss@legacy.example",
+                    "enabled": 1,
+                }
+            ]
+        }
+    )
+    answer = send(client, Action.SUSPEND, 88)
+    assert answer["reason"] == "not_linked"
+    service_id = db.scalar(select(Service.id).where(Service.service_ref == "88"))
+    page = plain(text_of(client.get(f"/admin/services/{service_id}")))
+    assert "not linked" in page
+    sim.clear_log()
+    confirm = f"/admin/services/{service_id}/link?username=legacy88"
+    shown = plain(text_of(client.get(confirm)))
+    assert "boss@legacy.example" in shown and "Link to legacy88" in shown
+    assert sim.writes() == []
+    assert db.get(Service, service_id).bound_at is None  # showing binds nothing
+    response = form_post(client, confirm, f"/admin/services/{service_id}/link", username="legacy88")
+    assert response.status_code == 302
+    row = db.get(Service, service_id)
+    assert (row.bound_how, row.bound_by, row.username) == ("linked", OPERATOR, "legacy88")
+    entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "link")).one()
+    assert (entry.actor, entry.via, entry.detail["recovery_email"]) == (
+        OPERATOR,
+        "web",
+        "boss@legacy.example",
+    )
+    assert sim.writes() == []
+    page = plain(text_of(client.get(f"/admin/services/{service_id}")))
+    assert "linked by ops@example.com" in page
