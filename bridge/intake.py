@@ -64,6 +64,8 @@ class Receipt:
     message: str | None
     next_attempt_at: datetime | None
     duplicate: bool = False
+    #: The bridge's own service row (not shown to the billing system).
+    service_id: int | None = None
 
     @classmethod
     def of(cls, event: Event, *, duplicate: bool = False) -> Receipt:
@@ -79,6 +81,7 @@ class Receipt:
             event.message,
             due,
             duplicate,
+            event.service_id,
         )
 
 
@@ -166,14 +169,9 @@ def accept(rt: Runtime, source: str, webhook_id: str, body: bytes, signed_at: in
 
 def _apply_inline(rt: Runtime, receipt: Receipt) -> Receipt:
     """Reconcile the event's service within intake.inline_timeout_s; the new receipt."""
-    if rt.settings.intake.inline_timeout_s <= 0:
+    if rt.settings.intake.inline_timeout_s <= 0 or receipt.service_id is None:
         return receipt
-    with rt.reads() as session:
-        event = session.get(Event, receipt.event_id)
-        service_id = event.service_id if event is not None else None
-    if service_id is None:
-        return receipt
-    run_inline(rt, service_id)
+    run_inline(rt, receipt.service_id)
     return _receipt(rt, receipt.event_id, duplicate=receipt.duplicate)
 
 

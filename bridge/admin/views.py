@@ -455,8 +455,7 @@ def link(service_id: int) -> ResponseReturnValue:
     """Bind (or rebind) the service to the account shown on the confirmation page."""
     username = request.form.get("username", "")
     try:
-        with_binding = get_session().get(Service, service_id)
-        relink = with_binding is not None and with_binding.bound
+        relink = request.form.get("relink") == "1"  # what the confirmation page showed
         preview = link_service(runtime(), service_id, username, _actor(), relink=relink)
     except NotFoundError as exc:
         raise NotFound(exc.message) from None

@@ -17,7 +17,7 @@ from bridge.api import bp
 from bridge.api.openapi import openapi_document
 from bridge.db import utcnow
 from bridge.errors import BridgeError
-from bridge.models import Event, Service, StaffToken, StaffUser
+from bridge.models import Event, Service, StaffUser
 from bridge.support import audit, queries
 from bridge.support import schemas as s
 from bridge.support.actions import (
@@ -30,7 +30,7 @@ from bridge.support.actions import (
     retry_event,
 )
 from bridge.support.queries import to_filter
-from bridge.support.staff import staff_for_token, touch_token
+from bridge.support.staff import staff_for_token, touch_due, touch_token
 from bridge.support.state import compare, describe_error
 from bridge.web import error_response, get_session, runtime, transaction
 
@@ -58,11 +58,9 @@ def authenticate() -> ResponseReturnValue | None:
         found = staff_for_token(get_session(), token.strip(), now)
         if found is not None:
             staff, row = found
-            if touch_token(row, now):
+            if touch_due(row, now):
                 with transaction() as db:
-                    fresh = db.get(StaffToken, row.id)
-                    if fresh is not None:
-                        touch_token(fresh, now, write=True)
+                    touch_token(db, row.id, now)
     if staff is None:
         response = error_response(
             "unauthorized",

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bridge.errors import BridgeError
@@ -273,13 +273,15 @@ def staff_for_token(
     return row.staff, row
 
 
-def touch_token(row: StaffToken, now: datetime, *, write: bool = False) -> bool:
-    """Whether the token's last use is worth writing (once per TOKEN_TOUCH_EVERY, so reads
-    stay reads); with `write`, set it. The caller commits."""
-    due = row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY
-    if due and write:
-        row.last_used_at = now
-    return due
+def touch_due(row: StaffToken, now: datetime) -> bool:
+    """Whether the token's last use is worth writing: once per TOKEN_TOUCH_EVERY, so API
+    reads stay reads."""
+    return row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY
+
+
+def touch_token(session: Session, token_id: int, now: datetime) -> None:
+    """Record a token's use (one UPDATE); the caller commits."""
+    session.execute(update(StaffToken).where(StaffToken.id == token_id).values(last_used_at=now))
 
 
 def revoke_tokens(
