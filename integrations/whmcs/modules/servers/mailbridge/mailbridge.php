@@ -31,14 +31,21 @@ function mailbridge_MetaData()
         'APIVersion' => '1.1',
         'RequiresServer' => true,
         'DefaultSSLPort' => '443',
+        // Server Sync (https://developers.whmcs.com/provisioning-modules/server-sync/): the
+        // DomainAdmin's username identifies an account, its tier is the product's Tier key.
+        'ListAccountsUniqueIdentifierDisplayName' => 'Username',
+        'ListAccountsUniqueIdentifierField' => 'username',
+        'ListAccountsProductField' => 'configoption1',
     ];
 }
 
 /**
  * Product module settings. configoption1 = the bridge's tier key (wins over the bridge's
- * `products:` mapping when set). Add-ons are Configurable Options on the product, named
- * `<addon key>|<label>`, e.g. `extra_mailboxes|Extra mailboxes` (quantity type); the key
- * before the pipe must match an entry under `addons.<source>` in the bridge's config.
+ * `products:` mapping when set), offered as a dropdown filled from the bridge's tiers by
+ * mailbridge_TierLoader (https://developers.whmcs.com/provisioning-modules/loader-functions/).
+ * Add-ons are Configurable Options on the product, named `<addon key>|<label>`, e.g.
+ * `extra_mailboxes|Extra mailboxes` (quantity type); the key before the pipe must match an
+ * entry under `addons.<source>` in the bridge's config.
  */
 function mailbridge_ConfigOptions()
 {
@@ -47,11 +54,78 @@ function mailbridge_ConfigOptions()
             'Type' => 'text',
             'Size' => '25',
             'Default' => '',
-            'Description' => 'Tier name from the bridge config (e.g. starter). Empty: the bridge '
-                . 'maps this product id. Add-ons: Configurable Options named like '
+            'Loader' => 'mailbridge_TierLoader',
+            'SimpleMode' => true,
+            'Description' => 'A tier of the bridge (the list comes from the bridge). Empty: the '
+                . 'bridge maps this product id. Add-ons: Configurable Options named like '
                 . 'extra_mailboxes|Extra mailboxes.',
         ],
     ];
+}
+
+/** One line describing a tier's bundle, e.g. "1 domain, 5 mailboxes, 5120 MB". */
+function mailbridge_bundle_text(array $bundle): string
+{
+    $names = [
+        'domains' => 'domains', 'domain_aliases' => 'domain aliases', 'aliases' => 'aliases',
+        'mailboxes' => 'mailboxes', 'storage_mb' => 'MB',
+    ];
+    $parts = [];
+    foreach ($names as $key => $name) {
+        if (array_key_exists($key, $bundle) && is_scalar($bundle[$key])) {
+            $parts[] = $bundle[$key] . ' ' . $name;
+        }
+    }
+    return implode(', ', $parts);
+}
+
+/**
+ * Loader of the "Tier key" dropdown: the bridge's tiers as key => "label (bundle)", the empty
+ * key for "use the bridge's product mapping". A saved key the bridge no longer has stays in
+ * the list, marked, so it is seen rather than silently replaced. Throws on any failure:
+ * WHMCS shows the exception's message on the product's Module Settings.
+ *
+ * @throws Exception
+ */
+function mailbridge_TierLoader($params = [])
+{
+    $params = is_array($params) ? $params : [];
+    try {
+        $client = MailBridgeClient::fromParams($params);
+        $tiers = $client->tiers()['tiers'];
+    } catch (MailBridgeConfigError $e) {
+        throw new Exception('Mail bridge: ' . $e->getMessage()
+            . ' (the list comes from the first server of the product\'s server group)');
+    }
+    $list = ['' => '(none: use the bridge\'s product mapping)'];
+    foreach ($tiers as $key => $tier) {
+        $label = is_scalar($tier['label'] ?? null) && (string) $tier['label'] !== '' ? (string) $tier['label'] : $key;
+        $bundle = is_array($tier['bundle'] ?? null) ? mailbridge_bundle_text($tier['bundle']) : '';
+        $list[$key] = $label . ($label !== $key ? ' [' . $key . ']' : '') . ($bundle !== '' ? ' (' . $bundle . ')' : '');
+    }
+    $saved = trim((string) ($params['configoption1'] ?? ''));
+    if ($saved !== '' && !isset($tiers[$saved])) {
+        $list[$saved] = $saved . ': NOT a tier of the bridge, choose another (creates and package '
+            . 'changes fail with unknown_tier)';
+    }
+    return $list;
+}
+
+/**
+ * Why the product's Tier key (configoption1) would fail, or null when it is empty or a tier
+ * of the bridge. $tiers is the key => row map from MailBridgeClient::tiers().
+ */
+function mailbridge_stale_tier(array $params, array $tiers): ?string
+{
+    $saved = trim((string) ($params['configoption1'] ?? ''));
+    if ($saved === '' || isset($tiers[$saved])) {
+        return null;
+    }
+    $known = array_keys($tiers);
+    return 'The product\'s Tier key "' . $saved . '" is not a tier of the bridge'
+        . ($known ? ' (its tiers: ' . implode(', ', $known) . ')' : '')
+        . ', so creates and package changes fail with unknown_tier. Choose a tier in the '
+        . 'product\'s Module Settings, or clear it to use the bridge\'s product mapping.';
 }
 
 /** The service's properties (WHMCS 7.2+), or null where WHMCS passes no model. */
@@ -543,6 +617,137 @@ function mailbridge_AdminServicesTabFields(array $params)
             . '&service=' . rawurlencode((string) ($params['serviceid'] ?? ''));
         $fields['Bridge event log'] = '<a href="' . mailbridge_h($url) . '" target="_blank" rel="noopener">'
             . mailbridge_h('Events of this service on the mail bridge') . '</a>';
+        if (trim((string) ($params['configoption1'] ?? '')) !== '') {
+            try {
+                $stale = mailbridge_stale_tier($params, $client->tiers()['tiers']);
+                if ($stale !== null) {
+                    $fields['Tier key'] = '<span class="text-danger">' . mailbridge_h($stale) . '</span>';
+                }
+            } catch (MailBridgeConfigError $e) {
+                $fields['Tier key'] = mailbridge_h('not checked: ' . $e->getMessage());
+            }
+        }
     }
     return $fields;
+}
+
+/** WHMCS's service status for a bridge state (Server Sync knows Active and Suspended only). */
+function mailbridge_sync_status(string $state): ?string
+{
+    $map = ['active' => 'ACTIVE', 'suspended' => 'SUSPENDED'];
+    if (!isset($map[$state])) {
+        return null;
+    }
+    $class = 'WHMCS\\Service\\Status';
+    return class_exists($class) ? constant($class . '::' . $map[$state]) : ucfirst($state);
+}
+
+/**
+ * Server Sync (System Settings > Servers > Sync Accounts): every DomainAdmin the bridge
+ * provisioned for this source, active or suspended, identified by username, with its tier as
+ * the product (matched against the products' Tier key). The bridge's usage endpoint lists
+ * them; it has no client e-mail, domain, IP or creation date to offer.
+ */
+function mailbridge_ListAccounts(array $params)
+{
+    $accounts = [];
+    try {
+        $client = MailBridgeClient::fromParams($params);
+        $client->eachUsage(function (array $row) use (&$accounts) {
+            $username = is_scalar($row['username'] ?? null) ? (string) $row['username'] : '';
+            $status = mailbridge_sync_status((string) ($row['state'] ?? ''));
+            if ($username === '' || $status === null) {
+                return;
+            }
+            $accounts[] = [
+                'email' => '',
+                'username' => $username,
+                'domain' => '',
+                'uniqueIdentifier' => $username,
+                'product' => is_scalar($row['tier'] ?? null) ? (string) $row['tier'] : '',
+                'primaryip' => '',
+                'created' => '',
+                'status' => $status,
+            ];
+        });
+    } catch (MailBridgeConfigError $e) {
+        return ['success' => false, 'error' => 'Mail bridge: ' . $e->getMessage()];
+    }
+    return ['success' => true, 'accounts' => $accounts];
+}
+
+/**
+ * The tblhosting columns one usage row sets, or null when the bridge has not read the
+ * account's usage yet (nothing is written then, rather than a false zero). Disk figures are
+ * in MB, as WHMCS shows and bills them; lastupdate is when the bridge read them.
+ */
+function mailbridge_usage_columns(array $row): ?array
+{
+    $used = $row['storage_used_mb'] ?? null;
+    $readAt = $row['read_at'] ?? null;
+    if (!is_numeric($used) || !is_string($readAt) || $readAt === '') {
+        return null;
+    }
+    try {
+        $when = new DateTime($readAt);
+    } catch (Exception $e) {
+        return null;
+    }
+    $when->setTimezone(new DateTimeZone(date_default_timezone_get()));
+    $columns = ['diskusage' => (int) round((float) $used), 'lastupdate' => $when->format('Y-m-d H:i:s')];
+    $limit = $row['storage_limit_mb'] ?? null;
+    if (is_numeric($limit)) {
+        $columns['disklimit'] = (int) round((float) $limit);
+    }
+    return $columns;
+}
+
+/**
+ * Daily usage import (WHMCS cron, once per server entry; see
+ * https://developers.whmcs.com/provisioning-modules/usage-update/): reads the bridge's usage
+ * endpoint page by page and writes disk usage, disk limit and lastupdate to each service
+ * matched by its service id on this server entry, never by domain. The client area's usage
+ * figures and disk overage billing use them.
+ */
+function mailbridge_UsageUpdate(array $params)
+{
+    $capsule = 'WHMCS\\Database\\Capsule';
+    if (!class_exists($capsule)) {
+        return 'Mail bridge: the WHMCS database layer (Capsule) is not available';
+    }
+    $serverId = (int) ($params['serverid'] ?? 0);
+    $counts = ['read' => 0, 'updated' => 0, 'not_read_yet' => 0, 'not_here' => 0];
+    $outcome = 'success';
+    try {
+        $client = MailBridgeClient::fromParams($params);
+        $counts['read'] = $client->eachUsage(function (array $row) use ($capsule, $serverId, &$counts) {
+            $serviceId = is_scalar($row['service_id']) ? (string) $row['service_id'] : '';
+            $columns = mailbridge_usage_columns($row);
+            if ($columns === null) {
+                $counts['not_read_yet']++;
+                return;
+            }
+            if (!ctype_digit($serviceId) || (int) $serviceId < 1) {
+                $counts['not_here']++;
+                return;
+            }
+            $query = $capsule::table('tblhosting')->where('id', (int) $serviceId);
+            if ($serverId > 0) {
+                $query = $query->where('server', $serverId);
+            }
+            if ((int) $query->update($columns) > 0) {
+                $counts['updated']++;
+            } else {
+                $counts['not_here']++; // on another server entry, or no longer in WHMCS
+            }
+        });
+    } catch (MailBridgeConfigError $e) {
+        $outcome = 'Mail bridge: ' . $e->getMessage();
+    } catch (Throwable $e) {
+        $outcome = 'Mail bridge: the usage could not be saved: ' . $e->getMessage();
+    }
+    if (function_exists('logModuleCall')) {
+        logModuleCall('mailbridge', 'UsageUpdate', 'server #' . $serverId, json_encode($counts), $outcome);
+    }
+    return $outcome;
 }

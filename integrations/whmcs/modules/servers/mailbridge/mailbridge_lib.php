@@ -28,6 +28,9 @@ if (!class_exists('MailBridgeConfigError')) {
         const TIMEOUT_S = 25;
         /** Status checks and client-area look-ups: a page should not hang on them. */
         const READ_TIMEOUT_S = 15;
+        /** Services per usage page (the endpoint takes 1 to 500), and a bound on the pages. */
+        const USAGE_PAGE = 500;
+        const USAGE_MAX_PAGES = 1000;
         /** Service properties the module keeps (WHMCS stores them as custom fields). */
         const PROP_LAST_CALL = 'mailbridge_last_call';
         const PROP_OWNER = 'mailbridge_owner';
@@ -345,7 +348,8 @@ if (!class_exists('MailBridgeConfigError')) {
             string $body,
             string $webhookId,
             int $timestamp,
-            int $timeout = self::TIMEOUT_S
+            int $timeout = self::TIMEOUT_S,
+            string $method = 'POST'
         ): array {
             $headers = [
                 'Content-Type: application/json',
@@ -357,8 +361,6 @@ if (!class_exists('MailBridgeConfigError')) {
             ];
             $options = [
                 CURLOPT_URL => $this->baseUrl . $path,
-                CURLOPT_POST => true,
-                CURLOPT_POSTFIELDS => $body,
                 CURLOPT_HTTPHEADER => $headers,
                 CURLOPT_RETURNTRANSFER => true,
                 CURLOPT_HEADER => false,
@@ -369,10 +371,100 @@ if (!class_exists('MailBridgeConfigError')) {
                 CURLOPT_TIMEOUT => $timeout,
                 CURLOPT_USERAGENT => 'mailbridge-whmcs/' . self::VERSION,
             ];
+            if ($method === 'GET') {
+                $options[CURLOPT_HTTPGET] = true; // signed over the empty body
+            } else {
+                $options[CURLOPT_POST] = true;
+                $options[CURLOPT_POSTFIELDS] = $body;
+            }
             if (defined('CURLOPT_PROTOCOLS') && defined('CURLPROTO_HTTPS')) {
                 $options[CURLOPT_PROTOCOLS] = CURLPROTO_HTTPS | CURLPROTO_HTTP;
             }
             return $options;
+        }
+
+        /**
+         * A signed GET of a connector endpoint (`/hooks/<source>/tiers`, `/usage`): the
+         * signature covers the empty body, like any other delivery. Same answer shape as post().
+         */
+        public function get(string $path, array $query = [], int $timeout = self::READ_TIMEOUT_S): array
+        {
+            $suffix = $query ? '?' . http_build_query($query, '', '&', PHP_QUERY_RFC3986) : '';
+            return $this->send($path . $suffix, '', self::newWebhookId(), $timeout, 'GET');
+        }
+
+        /**
+         * The bridge's tiers and add-ons: ['tiers' => [key => row], 'addons' => [...]], where a
+         * row is the endpoint's {key, label, bundle}.
+         *
+         * @throws MailBridgeConfigError with a sentence staff can act on
+         */
+        public function tiers(): array
+        {
+            $response = $this->get('/hooks/' . $this->source . '/tiers');
+            $json = $response['json'];
+            if ($response['http'] !== 200 || !is_array($json) || !is_array($json['tiers'] ?? null)) {
+                throw new MailBridgeConfigError('the tiers could not be read: ' . self::readError($response));
+            }
+            $tiers = [];
+            foreach ($json['tiers'] as $tier) {
+                if (is_array($tier) && isset($tier['key']) && is_scalar($tier['key']) && (string) $tier['key'] !== '') {
+                    $tiers[(string) $tier['key']] = $tier;
+                }
+            }
+            return ['tiers' => $tiers, 'addons' => is_array($json['addons'] ?? null) ? $json['addons'] : []];
+        }
+
+        /**
+         * Every service the bridge reports usage for, page by page (`after` = the last service
+         * id of the previous page), handed to $each one at a time. Returns the number seen.
+         *
+         * @throws MailBridgeConfigError when a page cannot be read
+         */
+        public function eachUsage(callable $each, int $pageSize = self::USAGE_PAGE): int
+        {
+            $after = '';
+            $seen = 0;
+            for ($page = 0; $page < self::USAGE_MAX_PAGES; $page++) {
+                $query = ['limit' => $pageSize];
+                if ($after !== '') {
+                    $query['after'] = $after;
+                }
+                $response = $this->get('/hooks/' . $this->source . '/usage', $query);
+                $json = $response['json'];
+                if ($response['http'] !== 200 || !is_array($json) || !is_array($json['services'] ?? null)) {
+                    throw new MailBridgeConfigError('the usage could not be read: ' . self::readError($response));
+                }
+                foreach ($json['services'] as $service) {
+                    if (is_array($service) && isset($service['service_id'])) {
+                        $seen++;
+                        $each($service);
+                    }
+                }
+                $next = $json['next'] ?? null;
+                if (!is_scalar($next) || (string) $next === '' || (string) $next === $after) {
+                    return $seen;
+                }
+                $after = (string) $next;
+            }
+            return $seen;
+        }
+
+        /** Why a read (GET) did not give what was asked, in one sentence. */
+        public static function readError(array $response): string
+        {
+            if ($response['http'] === 0) {
+                return self::transportError($response);
+            }
+            $error = is_array($response['json']) ? (string) ($response['json']['error'] ?? '') : '';
+            if (in_array($error, ['not_found', 'method_not_allowed'], true)) {
+                return 'this bridge does not offer ' . strtok($response['url'], '?') . ' (HTTP '
+                    . $response['http'] . '): upgrade the bridge';
+            }
+            if ($response['http'] === 200) {
+                return 'the bridge answered HTTP 200 without the expected JSON';
+            }
+            return self::httpError($response);
         }
 
         /**
@@ -381,8 +473,13 @@ if (!class_exists('MailBridgeConfigError')) {
          */
         public function post(string $path, string $body, string $webhookId, int $timeout = self::TIMEOUT_S): array
         {
+            return $this->send($path, $body, $webhookId, $timeout, 'POST');
+        }
+
+        private function send(string $path, string $body, string $webhookId, int $timeout, string $method): array
+        {
             $timestamp = time();
-            $options = $this->curlOptions($path, $body, $webhookId, $timestamp, $timeout);
+            $options = $this->curlOptions($path, $body, $webhookId, $timestamp, $timeout, $method);
             $ch = curl_init();
             curl_setopt_array($ch, $options);
             $raw = curl_exec($ch);
