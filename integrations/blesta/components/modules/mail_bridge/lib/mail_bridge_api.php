@@ -209,7 +209,12 @@ if (!class_exists('MailBridgeApi')) {
          */
         public function usageOf(int $serviceId): ?array
         {
-            $response = $this->get('/usage', ['after' => (string) max(0, $serviceId - 1), 'limit' => 100]);
+            // The endpoint pages by service id compared as text ("after" is exclusive). "214~"
+            // sorts after every id below "215" and after none of the ids from "215" on, so the
+            // service, if listed, is on this short page.
+            $id = (string) max(1, $serviceId);
+            $after = substr($id, 0, -1) . chr(ord(substr($id, -1)) - 1) . '~';
+            $response = $this->get('/usage', ['after' => $after, 'limit' => 5]);
             $json = $response['json'];
             if ($response['http'] !== 200 || !is_array($json) || !is_array($json['services'] ?? null)) {
                 throw new RuntimeException('the usage could not be read: ' . self::readError($response));
