@@ -200,87 +200,171 @@ def whmcs(php: str, bridge_url: str, tmp_path: Path) -> Whmcs:
 
 
 class Blesta(Php):
-    """Blesta as the plugin sees it: settings, Services::get and Clients::get rows."""
+    """Blesta as the Mail Bridge module and plugin see it, with Blesta's own flows mimicked.
+
+    blesta.json (shared with harness.php) holds the module rows, packages, clients and
+    services (with their fields, decrypted as Blesta hands them to a module). The flow
+    helpers do what Blesta's Services model does around a module call
+    (app/models/services.php): call the module, and only when it set no Input error store the
+    fields it returned and the new status.
+    """
 
     def __init__(self, binary: str, state: Path, bridge: str) -> None:
         super().__init__(binary, state)
-        self.settings = {
-            "url": f"{bridge}/hooks/blesta",
-            "secret": BLESTA_SECRET,
-            "package_ids": [],
-            "outbox_dir": str(state / "outbox"),
-            "log_file": str(state / "mail_bridge.log"),
+        self.row = {
+            "id": 1,
+            "module_id": 5,
+            "meta": {
+                "label": "Bridge",
+                "bridge_url": bridge,
+                "source": "blesta",
+                "secret": BLESTA_SECRET,
+            },
         }
-        self.services: dict[str, Any] = {}
-        self.clients: dict[str, Any] = {}
+        self.save({"rows": {"1": self.row}, "packages": {}, "clients": {}, "services": {}})
 
-    def add(self, service: int = 215, *, client: int = 31, package: int = 1, **columns: Any):
-        """A service as Blesta's Services::get returns it, with its client.
+    def load(self) -> dict[str, Any]:
+        return self.read("blesta.json", {})
 
-        The fields the bridge reads: docs/design.md#blesta-signed-events.
-        """
-        self.clients[str(client)] = {
-            "id": client,
-            "id_code": f"15{client}",
+    def save(self, data: dict[str, Any]) -> None:
+        (self.state / "blesta.json").write_text(json.dumps(data))
+
+    def package(self, pid: int = 1, plan: str = "", report_moves: str = "0") -> dict[str, Any]:
+        """A package of the module (module_row 1), meta as the module's package fields save it."""
+        data = self.load()
+        package = {
+            "id": pid,
+            "name": f"Mail {pid}",
+            "module_id": 5,
+            "module_row": 1,
+            "module_group": "",
+            "meta": {"plan": plan, "report_moves": report_moves},
+            "email_content": [{"lang": "en_us", "html": "<p>Welcome</p>"}],
+        }
+        data["packages"][str(pid)] = package
+        self.save(data)
+        return package
+
+    def client(self, cid: int = 31) -> dict[str, Any]:
+        data = self.load()
+        client = {
+            "id": cid,
+            "id_code": f"15{cid}",
             "first_name": "Robin",
-            "last_name": f"Client{client}",
+            "last_name": f"Client{cid}",
             "company": "Example GmbH",
-            "email": f"robin{client}@example.com",
+            "email": f"robin{cid}@example.com",
+            "address1": "5 Example Road",
+            "phone": "+49.301234567",
+            "tax_id": "DE123456789",
             "status": "active",
             "settings": {"language": "en_us"},
         }
-        row = {
-            "id": service,
-            "id_code": f"1{service}",
-            "parent_service_id": None,
-            "package_group_id": 2,
-            "pricing_id": 100 + package,
+        data["clients"][str(cid)] = client
+        self.save(data)
+        return client
+
+    def call(self, method: str, *args: Any, row: int | None = 1) -> tuple[Any, Any]:
+        """Run one module method; (what it returned, its Input errors or None)."""
+        result = self.run({"mode": "blesta_module", "method": method, "args": list(args), "row": row})
+        return result["value"], result["errors"]
+
+    def service(self, sid: int = 215) -> dict[str, Any]:
+        return self.load()["services"][str(sid)]
+
+    def fields(self, sid: int = 215) -> dict[str, Any]:
+        return {f["key"]: f["value"] for f in self.service(sid)["fields"]}
+
+    def update(self, sid: int, **columns: Any) -> None:
+        data = self.load()
+        data["services"][str(sid)].update(columns)
+        self.save(data)
+
+    def order(
+        self,
+        sid: int = 215,
+        *,
+        client: int = 31,
+        package: int = 1,
+        username: str | None = None,
+        domain: str | None = None,
+        password: str = "",
+    ) -> Any:
+        """An order: Services::add with status pending (use_module false)."""
+        self.client(client)
+        vars_ = {
             "client_id": client,
+            "pricing_id": 100 + package,
+            "status": "pending",
+            "use_module": "false",
+            "mailbridge_username": username or f"blesta{sid}",
+            "mailbridge_domain": domain or f"c{sid}.example.com",
+            "mailbridge_password": password,
+        }
+        fields, errors = self.call("addService", {"package": package}, {"value": vars_})
+        if errors:
+            return errors
+        data = self.load()
+        data["services"][str(sid)] = {
+            "id": sid,
+            "id_code": f"1{sid}",
+            "client_id": client,
+            "pricing_id": 100 + package,
+            "package_id": package,
             "module_row_id": 1,
-            "qty": 1,
-            "status": "active",
+            "status": "pending",
             "suspension_reason": None,
-            "date_added": "2025-03-04 10:15:02",
-            "date_renews": "2025-04-04 10:15:02",
-            "fields": [
-                {"key": "mailbridge_username", "value": f"blesta{service}", "encrypted": 0},
-                {"key": "mailbridge_domain", "value": f"c{service}.example.com", "encrypted": 0},
-                {"key": "api_token", "value": "s3cr3t-module-value", "encrypted": 1},
-            ],
+            "fields": fields,
             "options": [],
-            "package": {
-                "id": package,
-                "name": f"Mail {package}",
-                "module_id": 5,
-                "email_content": [{"lang": "en_us", "html": "<p>Welcome</p>"}],
-                "meta": {"plan": "", "api_password": "package-secret"},
-            },
-            **columns,
+            "package": data["packages"][str(package)],
         }
-        self.services[str(service)] = row
-        return row
+        self.save(data)
+        return None
 
-    def scenario(self, mode: str, **blesta: Any) -> dict[str, Any]:
-        return {
-            "mode": mode,
-            "blesta": {
-                "settings": self.settings,
-                "services": self.services,
-                "clients": self.clients,
-                **blesta,
-            },
-        }
+    def activate(self, sid: int = 215, configoptions: dict[str, Any] | None = None) -> Any:
+        """Blesta's activation of a paid pending service: Services::edit to active with the
+        service's module fields merged into vars (as its provisioning task does)."""
+        service = self.service(sid)
+        vars_ = {f["key"]: f["value"] for f in service["fields"]}
+        vars_.update(
+            status="active",
+            use_module="true",
+            client_id=service["client_id"],
+            pricing_id=service["pricing_id"],
+            configoptions=configoptions or {},
+        )
+        fields, errors = self.call(
+            "addService", {"package": service["package_id"]}, {"value": vars_}
+        )
+        if not errors:
+            self.update(sid, status="active", fields=fields)
+        return errors
 
-    def event(self, name: str, service: int = 215, **params: Any) -> Any:
-        event = {"name": name, "params": {"service_id": service, **params}}
-        return self.run(self.scenario("blesta_event", event=event))
+    def act(self, method: str, sid: int = 215, status: str | None = None, *extra: Any) -> Any:
+        """suspend/unsuspend/cancel/renew/edit: the module call, then Blesta's bookkeeping."""
+        service = self.service(sid)
+        fields, errors = self.call(method, {"package": service["package_id"]}, {"service": sid}, *extra)
+        if not errors:
+            if isinstance(fields, list):
+                self.update(sid, fields=fields)
+            if status:
+                self.update(sid, status=status)
+        return errors
 
-    def log(self) -> str:
-        path = self.state / "mail_bridge.log"
-        return path.read_text() if path.exists() else ""
+    def module_log(self) -> list[dict[str, Any]]:
+        return self.read("module_log.json", [])
 
-    def outbox(self) -> list[Path]:
-        return sorted((self.state / "outbox").glob("*.json"))
+    def sent(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The bodies the module posted (from Blesta's module log), optionally of one event."""
+        bodies = [
+            json.loads(e["data"].split("\n\n", 1)[1])
+            for e in self.module_log()
+            if e["direction"] == "input" and "\n\n{" in e["data"] and "webhook-id" in e["data"]
+        ]
+        return [b for b in bodies if event is None or b["event"] == event]
+
+    def last_call(self, sid: int = 215) -> dict[str, Any]:
+        return json.loads(self.fields(sid)["mailbridge_last_call"])
 
 
 @pytest.fixture

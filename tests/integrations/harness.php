@@ -1,9 +1,11 @@
 <?php
 /**
- * Test harness: runs the real WHMCS module / hook file / Blesta plugin with stubs for the
- * billing system's globals only (logModuleCall, service properties, localAPI, add_hook,
- * logActivity; Blesta's Plugin, Loader, Language and models). Everything else is real: curl,
- * json, the network, the bridge, the mail server simulator.
+ * Test harness: runs the real WHMCS module / hook file, Blesta module and Blesta plugin with
+ * stubs for the billing system's own code only (WHMCS: logModuleCall, service properties,
+ * localAPI, add_hook, logActivity, Capsule; Blesta: the Module base class, Input, ModuleFields,
+ * View with the Form and Html helpers, Language, Loader and the Services, Clients and
+ * ModuleManager models). Everything else is real: curl, json, the network, the bridge, the
+ * mail server simulator.
  *
  *   php harness.php scenario.json   ->   prints {"result": <return value>} as JSON
  *
@@ -147,6 +149,7 @@ function harness_params(array $params): array
 
 function harness_module(): void
 {
+    require_once __DIR__ . '/harness_whmcs_classes.php';
     require_once HARNESS_ROOT . '/whmcs/modules/servers/mailbridge/mailbridge.php';
 }
 
@@ -213,8 +216,388 @@ function localAPI($command, $data = [], $adminUser = null)
 }
 
 // ---------------------------------------------------------------- Blesta stubs
+// The surface of Blesta's Module base class, components, helpers and models that the Mail
+// Bridge module and plugin use (method names and arguments as in Blesta's own
+// components/modules/module.php and app/models/services.php). State: blesta.json holds
+// services (with fields and package), clients and module rows; module_log.json gets every
+// Module::log() call.
 if (!defined('DS')) {
     define('DS', DIRECTORY_SEPARATOR);
+}
+
+function harness_blesta(): array
+{
+    return harness_read('blesta.json', ['services' => [], 'clients' => [], 'rows' => []]);
+}
+
+function harness_blesta_save(array $state): void
+{
+    harness_write('blesta.json', $state);
+}
+
+/** Arrays (JSON objects) as Blesta's stdClass records; lists stay lists. */
+function harness_objects($value)
+{
+    return json_decode(json_encode($value));
+}
+
+class Language
+{
+    public static $lang = [];
+
+    public static function loadLang($name, $lang = null, $dir = null)
+    {
+        $file = rtrim((string) $dir, '/') . '/en_us/' . (is_array($name) ? $name[0] : $name) . '.php';
+        if ($dir !== null && is_file($file)) {
+            $lang = [];
+            include $file;
+            self::$lang = array_merge(self::$lang, $lang);
+        }
+    }
+
+    public static function _($key, $return = false, ...$args)
+    {
+        $text = isset(self::$lang[$key]) ? vsprintf(self::$lang[$key], $args) : $key;
+        if ($return) {
+            return $text;
+        }
+        echo $text;
+    }
+}
+
+class Input
+{
+    private $errors = false;
+
+    public function setErrors(array $errors)
+    {
+        $this->errors = $errors;
+    }
+
+    public function errors()
+    {
+        return $this->errors;
+    }
+}
+
+/** ModuleFields: keeps what the module declared so tests can read the form. */
+class ModuleFields
+{
+    public $fields = [];
+    public $html = '';
+
+    public function label($name, $for = null)
+    {
+        return new HarnessModuleField($name, $for);
+    }
+
+    public function fieldText($name, $value = null, $attributes = [])
+    {
+        return ['type' => 'text', 'name' => $name, 'value' => $value];
+    }
+
+    public function fieldPassword($name, $attributes = [])
+    {
+        return ['type' => 'password', 'name' => $name];
+    }
+
+    public function fieldSelect($name, $options = [], $selected = null, $attributes = [])
+    {
+        return ['type' => 'select', 'name' => $name, 'options' => $options, 'selected' => $selected];
+    }
+
+    public function fieldCheckbox($name, $value = null, $checked = false, $attributes = [], $label = null)
+    {
+        return ['type' => 'checkbox', 'name' => $name, 'value' => $value, 'checked' => (bool) $checked];
+    }
+
+    public function setField($field)
+    {
+        $this->fields[] = $field;
+    }
+
+    public function setHtml($html)
+    {
+        $this->html .= $html;
+    }
+}
+
+class HarnessModuleField
+{
+    public $label;
+    public $for;
+    public $fields = [];
+
+    public function __construct($label, $for)
+    {
+        $this->label = $label;
+        $this->for = $for;
+    }
+
+    public function attach($field)
+    {
+        $this->fields[] = $field;
+    }
+}
+
+/** Blesta's Module base class, as far as modules call it. */
+abstract class Module
+{
+    protected $config;
+    public $base_uri = '/admin/';
+    private $module;
+    private $module_row;
+
+    protected function loadConfig($file)
+    {
+        if (file_exists($file)) {
+            $this->config = json_decode(file_get_contents($file));
+        }
+    }
+
+    final public function setModule($module)
+    {
+        $this->module = $module;
+    }
+
+    final public function setModuleRow($module_row)
+    {
+        $this->module_row = $module_row;
+    }
+
+    final public function getModule()
+    {
+        return $this->module;
+    }
+
+    final public function getModuleRow($module_row_id = null)
+    {
+        if ($module_row_id) {
+            $row = harness_blesta()['rows'][(string) $module_row_id] ?? null;
+            return $row ? harness_objects($row) : false;
+        }
+        return $this->module_row;
+    }
+
+    final public function getModuleRows($module_group_id = null)
+    {
+        return array_values(harness_objects(array_values(harness_blesta()['rows'])));
+    }
+
+    public function getEmailTags()
+    {
+        return isset($this->config->email_tags) ? json_decode(json_encode($this->config->email_tags), true) : [];
+    }
+
+    public function getServiceName($service)
+    {
+        foreach ($service->fields as $field) {
+            if ($field->key == ($this->config->service->name_key ?? '')) {
+                return $field->value;
+            }
+        }
+        return null;
+    }
+
+    public function errors()
+    {
+        return isset($this->Input) ? $this->Input->errors() : false;
+    }
+
+    protected function log($url, $data = null, $direction = 'input', $success = false)
+    {
+        harness_append('module_log.json', [
+            'module_id' => $this->module->id ?? null, 'url' => $url, 'data' => $data,
+            'direction' => $direction, 'status' => $success ? 'success' : 'error',
+        ]);
+        return 'harness1';
+    }
+}
+
+class View
+{
+    public $base_uri;
+    public $Form;
+    public $Html;
+    private $file;
+    private $path = '';
+    private $vars = [];
+
+    public function __construct($file = null, $view = null)
+    {
+        $this->file = $file;
+    }
+
+    public function setDefaultView($path)
+    {
+        $this->path = $path;
+    }
+
+    public function set($name, $value = null)
+    {
+        $this->vars[$name] = $value;
+    }
+
+    public function fetch()
+    {
+        extract($this->vars);
+        ob_start();
+        include HARNESS_ROOT . '/blesta/' . $this->path . 'views/default/' . $this->file . '.pdt';
+        return ob_get_clean();
+    }
+}
+
+class HarnessForm
+{
+    public function create($action = null, $attributes = [])
+    {
+        echo '<form method="post"><input type="hidden" name="_csrf_token" value="harness">';
+    }
+
+    public function end()
+    {
+        echo '</form>';
+    }
+
+    public function label($name, $for = null, $attributes = [])
+    {
+        echo '<label for="' . htmlspecialchars((string) $for) . '">' . htmlspecialchars((string) $name) . '</label>';
+    }
+
+    public function fieldText($name, $value = null, $attributes = [])
+    {
+        echo '<input type="text" name="' . htmlspecialchars($name) . '" value="' . htmlspecialchars((string) $value) . '">';
+    }
+
+    public function fieldPassword($name, $attributes = [])
+    {
+        echo '<input type="password" name="' . htmlspecialchars($name) . '">';
+    }
+
+    public function fieldHidden($name, $value = null, $attributes = [])
+    {
+        echo '<input type="hidden" name="' . htmlspecialchars($name) . '" value="' . htmlspecialchars((string) $value) . '">';
+    }
+
+    public function fieldSubmit($name, $value = null, $attributes = [])
+    {
+        echo '<button type="submit" name="' . htmlspecialchars($name) . '">' . htmlspecialchars((string) $value) . '</button>';
+    }
+}
+
+class HarnessHtml
+{
+    public function safe($str)
+    {
+        return htmlspecialchars((string) $str, ENT_QUOTES, 'UTF-8');
+    }
+
+    public function _($str, $return = false)
+    {
+        $safe = $this->safe($str);
+        if ($return) {
+            return $safe;
+        }
+        echo $safe;
+    }
+}
+
+/** Services: get, getAllByClient, addField, editField over blesta.json. */
+class HarnessServices
+{
+    public function get($id)
+    {
+        $row = harness_blesta()['services'][(string) $id] ?? null;
+        return $row ? harness_objects($row) : false;
+    }
+
+    public function getAllByClient($clientId, $status = 'active')
+    {
+        $out = [];
+        foreach (harness_blesta()['services'] as $row) {
+            if ((int) $row['client_id'] === (int) $clientId && ($status === 'all' || $row['status'] === $status)) {
+                $out[] = harness_objects($row);
+            }
+        }
+        return $out;
+    }
+
+    public function addField($serviceId, array $vars)
+    {
+        $state = harness_blesta();
+        $state['services'][(string) $serviceId]['fields'][] = [
+            'key' => $vars['key'], 'value' => $vars['value'], 'encrypted' => (int) ($vars['encrypted'] ?? 0),
+        ];
+        harness_blesta_save($state);
+    }
+
+    public function editField($serviceId, array $vars)
+    {
+        $state = harness_blesta();
+        foreach ($state['services'][(string) $serviceId]['fields'] as &$field) {
+            if ($field['key'] === $vars['key']) {
+                $field['value'] = $vars['value'];
+                $field['encrypted'] = (int) ($vars['encrypted'] ?? $field['encrypted']);
+            }
+        }
+        unset($field);
+        harness_blesta_save($state);
+    }
+}
+
+class HarnessClients
+{
+    public function get($id, $extra = true)
+    {
+        $row = harness_blesta()['clients'][(string) $id] ?? null;
+        return $row ? harness_objects($row) : false;
+    }
+}
+
+class HarnessModuleManager
+{
+    public function initModule($moduleId, $companyId = null)
+    {
+        harness_blesta_module();
+        $module = new MailBridge();
+        $module->setModule((object) ['id' => (int) $moduleId]);
+        return $module;
+    }
+}
+
+class Loader
+{
+    public static function loadModels($object, array $models)
+    {
+        $classes = ['Services' => 'HarnessServices', 'Clients' => 'HarnessClients', 'ModuleManager' => 'HarnessModuleManager'];
+        foreach ($models as $model) {
+            if (!isset($classes[$model])) {
+                throw new RuntimeException("harness: model $model is not stubbed");
+            }
+            $object->{$model} = new $classes[$model]();
+        }
+    }
+
+    public static function loadComponents($object, array $components)
+    {
+        foreach ($components as $component) {
+            if ($component !== 'Input') {
+                throw new RuntimeException("harness: component $component is not stubbed");
+            }
+            $object->Input = new Input();
+        }
+    }
+
+    public static function loadHelpers($object, array $helpers)
+    {
+        $classes = ['Form' => 'HarnessForm', 'Html' => 'HarnessHtml'];
+        foreach ($helpers as $helper) {
+            $object->{$helper} = new $classes[$helper]();
+            if (isset($object->view) && is_object($object->view)) {
+                $object->view->{$helper} = $object->{$helper};
+            }
+        }
+    }
 }
 
 class Plugin
@@ -224,71 +607,6 @@ class Plugin
     public function loadConfig($file)
     {
         $this->config = json_decode((string) file_get_contents($file));
-    }
-}
-
-class Language
-{
-    public static function loadLang($name, $lang = null, $dir = null)
-    {
-    }
-}
-
-/** Services::get / Clients::get answer from scenario.blesta. */
-class HarnessBlestaModel
-{
-    private $rows;
-
-    public function __construct(array $rows)
-    {
-        $this->rows = $rows;
-    }
-
-    public function get($id, $extra = null)
-    {
-        $row = $this->rows[(string) $id] ?? null;
-        return $row === null ? false : json_decode(json_encode($row));
-    }
-}
-
-class HarnessCronTasks
-{
-    public function add(array $task)
-    {
-        harness_append('cron.json', ['add' => $task]);
-        return 7;
-    }
-
-    public function getByKey($key, $dir, $type)
-    {
-        return null;
-    }
-
-    public function addTaskRun($taskId, array $vars)
-    {
-        harness_append('cron.json', ['run' => $taskId, 'vars' => $vars]);
-        return 1;
-    }
-}
-
-class Loader
-{
-    public static function loadModels($object, array $models)
-    {
-        $blesta = $GLOBALS['harness']['blesta'] ?? [];
-        foreach ($models as $model) {
-            if ($model === 'Services') {
-                $object->Services = new HarnessBlestaModel($blesta['services'] ?? []);
-            } elseif ($model === 'Clients') {
-                $object->Clients = new HarnessBlestaModel($blesta['clients'] ?? []);
-            } elseif ($model === 'CronTasks') {
-                $object->CronTasks = new HarnessCronTasks();
-            }
-        }
-    }
-
-    public static function loadComponents($object, array $components)
-    {
     }
 }
 
@@ -315,21 +633,40 @@ class HarnessEvent
     }
 }
 
-function harness_blesta_plugin(): MailBridgePlugin
+function harness_blesta_module(): void
 {
-    putenv('MAILBRIDGE_BLESTA_SETTINGS=' . HARNESS_STATE . '/blesta_settings.php');
-    file_put_contents(
-        HARNESS_STATE . '/blesta_settings.php',
-        '<?php return ' . var_export($GLOBALS['harness']['blesta']['settings'], true) . ';'
-    );
-    require_once HARNESS_ROOT . '/blesta/plugins/mail_bridge/mail_bridge_plugin.php';
-    return new MailBridgePlugin();
+    require_once HARNESS_ROOT . '/blesta/components/modules/mail_bridge/mail_bridge.php';
 }
 
-/** Old-service objects as Blesta passes them: stdClass trees. */
-function harness_objects($value)
+/** A module argument from the scenario: {"service": id}, {"package": id}, {"row": id} or a plain value. */
+function harness_blesta_arg($spec)
 {
-    return json_decode(json_encode($value));
+    $state = harness_blesta();
+    if (is_array($spec) && count($spec) === 1 && isset($spec['service'])) {
+        return harness_objects($state['services'][(string) $spec['service']]);
+    }
+    if (is_array($spec) && count($spec) === 1 && isset($spec['package'])) {
+        return harness_objects($state['packages'][(string) $spec['package']]);
+    }
+    if (is_array($spec) && count($spec) === 1 && isset($spec['row'])) {
+        return harness_objects($state['rows'][(string) $spec['row']]);
+    }
+    if (is_array($spec) && count($spec) === 1 && array_key_exists('object', $spec)) {
+        return harness_objects($spec['object']);
+    }
+    return is_array($spec) && count($spec) === 1 && array_key_exists('value', $spec) ? $spec['value'] : $spec;
+}
+
+/** ModuleFields and friends as plain data for the test. */
+function harness_plain($value)
+{
+    if ($value instanceof ModuleFields) {
+        return ['fields' => array_map('harness_plain', $value->fields), 'html' => $value->html];
+    }
+    if ($value instanceof HarnessModuleField) {
+        return ['label' => $value->label, 'for' => $value->for, 'fields' => $value->fields];
+    }
+    return $value;
 }
 
 // ---------------------------------------------------------------- run
@@ -338,7 +675,14 @@ $result = null;
 if ($mode === 'whmcs') {
     harness_module();
     $function = 'mailbridge_' . $scenario['function'];
-    $result = $function(harness_params($scenario['params']));
+    try {
+        $result = $function(harness_params($scenario['params']));
+    } catch (Exception $e) {
+        if (get_class($e) !== 'Exception') {
+            throw $e; // PHP warnings (ErrorException) stay failures
+        }
+        $result = ['exception' => $e->getMessage()]; // what WHMCS shows of a Loader's exception
+    }
 } elseif ($mode === 'whmcs_static') {
     harness_module();
     $function = 'mailbridge_' . $scenario['function'];
@@ -360,25 +704,26 @@ if ($mode === 'whmcs') {
         }
     }
     $result = $names;
-} elseif ($mode === 'blesta_event') {
-    $plugin = harness_blesta_plugin();
-    $event = $scenario['blesta']['event'];
+} elseif ($mode === 'blesta_module') {
+    harness_blesta_module();
+    $module = new MailBridge();
+    $module->setModule((object) ['id' => 5]);
+    $rowId = $scenario['row'] ?? null;
+    if ($rowId !== null) {
+        $module->setModuleRow($module->getModuleRow($rowId));
+    }
+    $args = array_map('harness_blesta_arg', $scenario['args'] ?? []);
+    $value = $module->{$scenario['method']}(...$args);
+    $result = ['value' => harness_plain($value), 'errors' => $module->errors() ?: null];
+} elseif ($mode === 'blesta_plugin') {
+    require_once HARNESS_ROOT . '/blesta/plugins/mail_bridge/mail_bridge_plugin.php';
+    $plugin = new MailBridgePlugin();
+    $event = $scenario['event'];
     $params = $event['params'];
     if (isset($params['old_service'])) {
         $params['old_service'] = harness_objects($params['old_service']);
     }
-    $plugin->onServiceEvent(new HarnessEvent($event['name'], $params));
-    $result = 'done';
-} elseif ($mode === 'blesta_password') {
-    $plugin = harness_blesta_plugin();
-    $result = $plugin->changePassword($scenario['blesta']['service_id'], $scenario['blesta']['password']);
-} elseif ($mode === 'blesta_cron') {
-    $plugin = harness_blesta_plugin();
-    $plugin->cron('retry_outbox');
-    $result = 'done';
-} elseif ($mode === 'blesta_static') {
-    $plugin = harness_blesta_plugin();
-    $plugin->install(1);
+    $plugin->onServiceEdited(new HarnessEvent($event['name'], $params));
     $result = $plugin->getEvents();
 } else {
     fwrite(STDERR, "harness: unknown mode $mode\n");

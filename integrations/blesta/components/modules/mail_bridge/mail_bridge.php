@@ -479,6 +479,28 @@ class MailBridge extends Module
         return self::fieldList($values);
     }
 
+    /**
+     * Report that the service now belongs to another client (called by the Mail Bridge
+     * plugin after Blesta saved the move; the module also reports an unreported move before
+     * its next action). True when the bridge applied it or there was nothing to report; false
+     * with Input errors otherwise (the admin tab then offers to send it again).
+     */
+    public function reportClientMove($package, $service): bool
+    {
+        if (!($api = $this->rowApi())) {
+            return false;
+        }
+        $values = self::fieldsOf($service);
+        $owner = (string) ($values[self::FIELD_OWNER] ?? '');
+        if (!$this->reportMove($api, $package, $service, $values)) {
+            return false;
+        }
+        if (($values[self::FIELD_OWNER] ?? '') !== $owner) {
+            $this->saveField((int) $service->id, self::FIELD_OWNER, (string) $values[self::FIELD_OWNER]);
+        }
+        return true;
+    }
+
     /** One lifecycle event for an existing service; the fields to keep, or null with Input errors. */
     private function lifecycle($package, $service, string $event, array $eventVars, ?array $old, ?string $status = null)
     {
