@@ -652,7 +652,7 @@ function harness_blesta_arg($spec)
         return harness_objects($state['rows'][(string) $spec['row']]);
     }
     if (is_array($spec) && count($spec) === 1 && array_key_exists('object', $spec)) {
-        return harness_objects($spec['object']);
+        return (object) $spec['object']; // posted form data: an object of arrays
     }
     return is_array($spec) && count($spec) === 1 && array_key_exists('value', $spec) ? $spec['value'] : $spec;
 }

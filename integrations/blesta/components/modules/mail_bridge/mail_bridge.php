@@ -137,7 +137,8 @@ class MailBridge extends Module
     public function getPackageFields($vars = null)
     {
         $fields = new ModuleFields();
-        $saved = trim((string) ($vars->meta['plan'] ?? ''));
+        $meta = (array) ($vars->meta ?? []); // Blesta passes the posted meta as an array
+        $saved = trim((string) ($meta['plan'] ?? ''));
         $options = ['' => Language::_('MailBridge.package.plan_mapping', true)];
         $note = '';
         try {
@@ -161,7 +162,7 @@ class MailBridge extends Module
         $moves->attach($fields->fieldCheckbox(
             'meta[report_moves]',
             '1',
-            ($vars->meta['report_moves'] ?? '') === '1',
+            (string) ($meta['report_moves'] ?? '') === '1',
             ['id' => 'mail_bridge_report_moves']
         ));
         $fields->setField($moves);
@@ -586,7 +587,10 @@ class MailBridge extends Module
         }
         $kept = $eventVars;
         unset($kept['password']);
-        $record = ['event' => $event, 'hash' => $hash, 'id' => $webhookId, 'at' => $occurredAt, 'ok' => false, 'vars' => $kept];
+        $record = [
+            'event' => $event, 'hash' => $hash, 'id' => $webhookId, 'at' => $occurredAt, 'ok' => false,
+            'vars' => $kept, 'status' => $service['status'],
+        ];
         $this->saveField($serviceId, self::FIELD_LAST_CALL, json_encode($record));
 
         $body = MailBridgeApi::canonicalJson($payload + ['occurred_at' => $occurredAt]);
@@ -651,6 +655,8 @@ class MailBridge extends Module
         $notice = '';
         if (!empty($post['mailbridge_retry'])) {
             $notice = $this->retry($package, $service);
+            Loader::loadModels($this, ['Services']);
+            $service = $this->Services->get((int) $service->id) ?: $service; // the new record
         }
         $row = $this->getModuleRow($service->module_row_id ?? null) ?: $this->getModuleRow();
         $info = null;
@@ -735,7 +741,7 @@ class MailBridge extends Module
             $eventVars['password'] = (string) ($values[self::FIELD_PASSWORD] ?? '');
         }
         $data = $this->serviceData((int) $service->id, (int) $service->client_id, $service->pricing_id,
-            $last['event'] === 'Services.addAfter' ? 'active' : $service->status, $values, $package, $service->options ?? []);
+            (string) ($last['status'] ?? $service->status), $values, $package, $service->options ?? []);
         $old = $last['event'] === 'Services.editAfter' && isset($eventVars['client_id'])
             ? ['id' => (int) $service->id, 'client_id' => (int) ($values[self::FIELD_OWNER] ?? 0), 'status' => $service->status]
             : null;
