@@ -266,7 +266,9 @@ class Blesta(Php):
 
     def call(self, method: str, *args: Any, row: int | None = 1) -> tuple[Any, Any]:
         """Run one module method; (what it returned, its Input errors or None)."""
-        result = self.run({"mode": "blesta_module", "method": method, "args": list(args), "row": row})
+        result = self.run(
+            {"mode": "blesta_module", "method": method, "args": list(args), "row": row}
+        )
         return result["value"], result["errors"]
 
     def service(self, sid: int = 215) -> dict[str, Any]:
@@ -343,7 +345,9 @@ class Blesta(Php):
     def act(self, method: str, sid: int = 215, status: str | None = None, *extra: Any) -> Any:
         """suspend/unsuspend/cancel/renew/edit: the module call, then Blesta's bookkeeping."""
         service = self.service(sid)
-        fields, errors = self.call(method, {"package": service["package_id"]}, {"service": sid}, *extra)
+        fields, errors = self.call(
+            method, {"package": service["package_id"]}, {"service": sid}, *extra
+        )
         if not errors:
             if isinstance(fields, list):
                 self.update(sid, fields=fields)

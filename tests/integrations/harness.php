@@ -31,6 +31,10 @@ if (!is_array($scenario)) {
     exit(2);
 }
 $GLOBALS['harness'] = $scenario;
+date_default_timezone_set($scenario['tz'] ?? 'UTC');
+if (isset($scenario['usage_page'])) {
+    define('MAILBRIDGE_USAGE_PAGE', (int) $scenario['usage_page']);
+}
 define('HARNESS_STATE', rtrim($scenario['state_dir'], '/'));
 define('HARNESS_ROOT', dirname(__DIR__, 2) . '/integrations');
 

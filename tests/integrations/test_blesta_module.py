@@ -110,7 +110,8 @@ def test_package_tier_is_a_dropdown_from_the_bridge(blesta, sim):
         _messages(errors)
     )
     meta, errors = blesta.call(
-        "addPackage", {"value": {"module_row": 1, "meta": {"plan": "business", "report_moves": "1"}}}
+        "addPackage",
+        {"value": {"module_row": 1, "meta": {"plan": "business", "report_moves": "1"}}},
     )
     assert errors is None
     assert {m["key"]: m["value"] for m in meta} == {"plan": "business", "report_moves": "1"}
@@ -163,17 +164,23 @@ def test_activation_and_every_lifecycle_step_reach_the_mail_server(blesta, sim, 
 
     before = sim.account("blesta215")["password_hash"]
     weak = {"mailbridge_password": "weakpass", "use_module": "true"}
-    assert "at least 12 characters" in _messages(blesta.act("editService", 215, None, {"value": weak}))
+    assert "at least 12 characters" in _messages(
+        blesta.act("editService", 215, None, {"value": weak})
+    )
     strong = {"mailbridge_password": "Blesta-New-Passw0rd", "use_module": "true"}
     assert blesta.act("editService", 215, None, {"value": strong}) is None
     assert sim.account("blesta215")["password_hash"] != before
     assert blesta.fields()["mailbridge_password"] == "Blesta-New-Passw0rd"
     renamed = {"mailbridge_username": "other", "use_module": "true"}
-    assert "cannot be changed" in _messages(blesta.act("editService", 215, None, {"value": renamed}))
+    assert "cannot be changed" in _messages(
+        blesta.act("editService", 215, None, {"value": renamed})
+    )
 
     blesta.package(2, plan="business")
     service = blesta.service()
-    _, errors = blesta.call("changeServicePackage", {"package": 1}, {"package": 2}, {"service": 215})
+    _, errors = blesta.call(
+        "changeServicePackage", {"package": 1}, {"package": 2}, {"service": 215}
+    )
     assert errors is None
     assert sim.account("blesta215")["quota_mailboxes"] == 25 + 2
     blesta.update(215, package_id=2, pricing_id=102, package=blesta.load()["packages"]["2"])
@@ -264,7 +271,9 @@ def test_admin_tab_shows_state_and_retries_what_did_not_apply(blesta, sim, work)
     assert "queued on the bridge" in _messages(errors)
     assert blesta.service()["status"] == "active"  # Blesta did not suspend it
     queued = blesta.last_call()
-    tab, _ = blesta.call("tabMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}})
+    tab, _ = blesta.call(
+        "tabMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}}
+    )
     assert "Services.suspendAfter" in tab and "not applied" in tab
     assert 'name="mailbridge_retry"' in tab and 'name="_csrf_token"' in tab
     assert "/admin/events?source=blesta&amp;service=215" in tab
@@ -272,7 +281,11 @@ def test_admin_tab_shows_state_and_retries_what_did_not_apply(blesta, sim, work)
     sim.clear_faults()
     assert [o.status for o in work(now=datetime.now(UTC) + timedelta(minutes=10))] == ["applied"]
     tab, _ = blesta.call(
-        "tabMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {"mailbridge_retry": "1"}}
+        "tabMailBridge",
+        {"package": 1},
+        {"service": 215},
+        {"value": {}},
+        {"value": {"mailbridge_retry": "1"}},
     )
     assert "Sent again: applied" in tab
     assert blesta.last_call()["id"] == queued["id"] and blesta.last_call()["ok"] is True
@@ -285,12 +298,16 @@ def test_admin_tab_reports_a_stale_tier_and_survives_a_bridge_outage(blesta, sim
     data = blesta.load()
     data["packages"]["1"]["meta"]["plan"] = "gold"  # the bridge's config lost that tier
     blesta.save(data)
-    tab, _ = blesta.call("tabMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}})
+    tab, _ = blesta.call(
+        "tabMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}}
+    )
     assert "&quot;gold&quot; is not a tier of the bridge" in tab
     gone = blesta.row | {"meta": {**blesta.row["meta"], "bridge_url": "http://127.0.0.1:9"}}
     data["rows"]["1"] = gone
     blesta.save(data)
-    tab, _ = blesta.call("tabMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}})
+    tab, _ = blesta.call(
+        "tabMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}}
+    )
     assert "the bridge is unreachable" in tab
     client, _ = blesta.call(
         "tabClientMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}}
@@ -301,14 +318,20 @@ def test_admin_tab_reports_a_stale_tier_and_survives_a_bridge_outage(blesta, sim
 def test_client_tab_shows_setup_records_and_usage(blesta, sim, db):
     blesta.package(1)
     assert blesta.order() is None
-    tab, _ = blesta.call("tabClientMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}})
+    tab, _ = blesta.call(
+        "tabClientMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}}
+    )
     assert "Your mail account is being set up." in tab
     assert blesta.activate() is None
-    tab, _ = blesta.call("tabClientMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}})
+    tab, _ = blesta.call(
+        "tabClientMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}}
+    )
     assert "mx1.example.net" in tab and "v=spf1 include:example.net -all" in tab
     assert "Not read yet." in tab
 
-    service = db.scalar(select(Service).where(Service.source == "blesta", Service.service_ref == "215"))
+    service = db.scalar(
+        select(Service).where(Service.source == "blesta", Service.service_ref == "215")
+    )
     db.add(
         Usage(
             service_id=service.id,
@@ -329,7 +352,9 @@ def test_client_tab_shows_setup_records_and_usage(blesta, sim, db):
     blesta.package(1)
     assert blesta.order(2140, username="blesta2140") is None
     assert blesta.activate(2140) is None
-    tab, _ = blesta.call("tabClientMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}})
+    tab, _ = blesta.call(
+        "tabClientMailBridge", {"package": 1}, {"service": 215}, {"value": {}}, {"value": {}}
+    )
     assert "700 MB / 5120 MB" in tab and "2 / 5" in tab
     assert "2026-12-01T06:00:00+00:00" in tab
 

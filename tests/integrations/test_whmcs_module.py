@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bridge.config import parse_settings
 from bridge.lifecycle import EventStatus
-from bridge.models import Event
+from bridge.models import Event, Service, Usage
 from bridge.web import use_settings
 from tests.conftest import WHMCS_SECRET
 from tests.integrations.conftest import INTEGRATIONS, PASSWORD
@@ -19,9 +19,10 @@ from tests.provisioning.conftest import give_domain
 
 
 def test_every_php_file_lints(php):
-    files = sorted(INTEGRATIONS.rglob("*.php"))
-    assert len(files) >= 5
-    for path in [*files, INTEGRATIONS.parent / "tests" / "integrations" / "harness.php"]:
+    files = sorted([*INTEGRATIONS.rglob("*.php"), *INTEGRATIONS.rglob("*.pdt")])
+    assert len(files) >= 12
+    here = INTEGRATIONS.parent / "tests" / "integrations"
+    for path in [*files, here / "harness.php", here / "harness_whmcs_classes.php"]:
         done = subprocess.run([php, "-l", str(path)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -32,8 +33,13 @@ def test_metadata_and_product_settings(whmcs):
     assert meta["DisplayName"]
     # HTTPS only (plain HTTP just for loopback): no port-80 default to offer
     assert meta["DefaultSSLPort"] == "443" and "DefaultNonSSLPort" not in meta
+    # Server Sync: https://developers.whmcs.com/provisioning-modules/server-sync/
+    assert meta["ListAccountsUniqueIdentifierField"] == "username"
+    assert meta["ListAccountsUniqueIdentifierDisplayName"] == "Username"
+    assert meta["ListAccountsProductField"] == "configoption1"
     options = whmcs.run({"mode": "whmcs_static", "function": "ConfigOptions"})
     assert list(options) == ["Tier key"] and options["Tier key"]["Type"] == "text"
+    assert options["Tier key"]["Loader"] == "mailbridge_TierLoader"
     assert "extra_mailboxes|Extra mailboxes" in options["Tier key"]["Description"]
     buttons = whmcs.run({"mode": "whmcs_static", "function": "AdminCustomButtonArray"})
     assert buttons == {
@@ -371,3 +377,136 @@ def test_password_is_required_where_it_is_the_point(whmcs):
     answer = whmcs.call("ChangePassword", whmcs.params(password=""))
     assert answer.startswith("The new password must be at least 12 characters")
     assert PASSWORD not in answer and whmcs.module_log() == []
+
+
+def test_tier_dropdown_comes_from_the_bridge(whmcs, sim):
+    tiers = whmcs.call("TierLoader", whmcs.server)
+    assert list(tiers) == ["", "starter", "business", "agency"]
+    assert tiers["starter"] == (
+        "starter (1 domains, 1 domain aliases, 10 aliases, 5 mailboxes, 5120 MB)"
+    )
+    assert "product mapping" in tiers[""]
+    stale = whmcs.call("TierLoader", {**whmcs.server, "configoption1": "5120"})
+    assert stale["5120"].startswith("5120: NOT a tier of the bridge")
+    sim.fault(kind="down")  # the tiers come from the bridge's config, not the mail server
+    assert "business" in whmcs.call("TierLoader", whmcs.server)
+
+
+def test_tier_loader_failures_are_exceptions_whmcs_shows(whmcs):
+    wrong = {
+        **whmcs.server,
+        "serverpassword": "whsec_" + "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC0zMmI=",
+    }
+    answer = whmcs.call("TierLoader", wrong)
+    assert answer["exception"].startswith("Mail bridge: the tiers could not be read: ")
+    assert "HTTP 401" in answer["exception"]
+    nowhere = whmcs.call("TierLoader", {**whmcs.server, "serverport": 9})
+    assert "unreachable" in nowhere["exception"]
+    assert "first server of the product's server group" in nowhere["exception"]
+
+
+def test_admin_tab_reports_a_stale_tier_key(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params()) == "success"
+    fields = whmcs.call("AdminServicesTabFields", whmcs.params(tier="5120"))
+    assert "Tier key &quot;5120&quot; is not a tier of the bridge" in fields["Tier key"]
+    assert "starter, business, agency" in fields["Tier key"]
+    fine = whmcs.call("AdminServicesTabFields", whmcs.params(tier="business"))
+    assert "Tier key" not in fine
+
+
+def test_server_sync_lists_the_domainadmins(whmcs, sim):
+    assert whmcs.call("CreateAccount", whmcs.params(1042)) == "success"
+    assert whmcs.call("CreateAccount", whmcs.params(1043, pid=2)) == "success"
+    assert whmcs.call("SuspendAccount", whmcs.params(1043, pid=2)) == "success"
+    assert whmcs.call("CreateAccount", whmcs.params(1044)) == "success"
+    assert whmcs.call("TerminateAccount", whmcs.params(1044)) == "success"
+    listed = whmcs.call("ListAccounts", whmcs.server)
+    assert listed["success"] is True
+    assert [
+        (a["uniqueIdentifier"], a["username"], a["product"], a["status"])
+        for a in listed["accounts"]
+    ] == [
+        ("mail1042", "mail1042", "starter", "Active"),
+        ("mail1043", "mail1043", "business", "Suspended"),
+    ]  # a terminated service is no account to import
+    broken = whmcs.call("ListAccounts", {**whmcs.server, "serverport": 9})
+    assert broken["success"] is False and "unreachable" in broken["error"]
+
+
+def _usage(db, ref, used, total, read_at):
+    service = db.scalar(
+        select(Service).where(Service.source == "whmcs", Service.service_ref == ref)
+    )
+    db.add(
+        Usage(
+            service_id=service.id,
+            username=service.username,
+            storage_used_mb=used,
+            storage_total_mb=total,
+            mailboxes_used=1,
+            mailboxes_limit=5,
+            domains_used=1,
+            domains_limit=1,
+            aliases_used=0,
+            aliases_limit=10,
+            read_at=read_at,
+        )
+    )
+    db.commit()
+
+
+def test_usage_update_writes_disk_figures_by_service_id(whmcs, sim, db):
+    for service in (1042, 1043, 1044):
+        assert whmcs.call("CreateAccount", whmcs.params(service)) == "success"
+    read_at = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    _usage(db, "1042", 700, 5120, read_at)
+    _usage(db, "1043", 300, 5120, read_at)  # on another server entry in WHMCS
+    rows = [
+        {"id": 1042, "server": 3, "domain": "same.example", "diskusage": 0, "disklimit": 0},
+        {"id": 1043, "server": 4, "domain": "same.example", "diskusage": 0, "disklimit": 0},
+        {"id": 1044, "server": 3, "domain": "same.example", "diskusage": 0, "disklimit": 0},
+    ]
+    (whmcs.state / "tblhosting.json").write_text(json.dumps(rows))
+    scenario = {
+        "mode": "whmcs",
+        "function": "UsageUpdate",
+        "params": {**whmcs.server, "serverid": 3},
+    }
+    assert whmcs.run({**scenario, "tz": "UTC"}) == "success"
+    after = {row["id"]: row for row in whmcs.read("tblhosting.json", [])}
+    assert (after[1042]["diskusage"], after[1042]["disklimit"]) == (700, 5120)
+    assert after[1042]["lastupdate"] == "2026-12-01 06:00:00"
+    assert after[1043]["diskusage"] == 0  # matched by id and server, never by domain
+    assert "lastupdate" not in after[1044]  # not read yet: no false zero
+    (log,) = [e for e in whmcs.module_log() if e["action"] == "UsageUpdate"]
+    assert json.loads(log["response"]) == {
+        "read": 3,
+        "updated": 1,
+        "not_read_yet": 1,
+        "not_here": 1,
+    }
+
+
+def test_usage_update_reports_an_unreachable_bridge(whmcs):
+    answer = whmcs.call("UsageUpdate", {**whmcs.server, "serverid": 3, "serverport": 9})
+    assert answer.startswith("Mail bridge: the usage could not be read: ")
+    assert whmcs.read("capsule.json", []) == []
+
+
+def test_usage_update_reads_every_page(whmcs, sim, db):
+    refs = list(range(2001, 2001 + 3))
+    for ref in refs:
+        assert whmcs.call("CreateAccount", whmcs.params(ref)) == "success"
+        _usage(db, str(ref), ref - 2000, 5120, datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
+    rows = [{"id": ref, "server": 3} for ref in refs]
+    (whmcs.state / "tblhosting.json").write_text(json.dumps(rows))
+    answer = whmcs.run(
+        {
+            "mode": "whmcs",
+            "function": "UsageUpdate",
+            "params": {**whmcs.server, "serverid": 3},
+            "usage_page": 2,
+        }
+    )
+    assert answer == "success"
+    assert [row["diskusage"] for row in whmcs.read("tblhosting.json", [])] == [1, 2, 3]

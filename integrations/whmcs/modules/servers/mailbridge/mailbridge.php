@@ -631,6 +631,13 @@ function mailbridge_AdminServicesTabFields(array $params)
     return $fields;
 }
 
+/** Services per usage page; MAILBRIDGE_USAGE_PAGE (1 to 500) makes it smaller. */
+function mailbridge_usage_page(): int
+{
+    $size = defined('MAILBRIDGE_USAGE_PAGE') ? (int) constant('MAILBRIDGE_USAGE_PAGE') : MailBridgeClient::USAGE_PAGE;
+    return max(1, min(MailBridgeClient::USAGE_PAGE, $size));
+}
+
 /** WHMCS's service status for a bridge state (Server Sync knows Active and Suspended only). */
 function mailbridge_sync_status(string $state): ?string
 {
@@ -669,7 +676,7 @@ function mailbridge_ListAccounts(array $params)
                 'created' => '',
                 'status' => $status,
             ];
-        });
+        }, mailbridge_usage_page());
     } catch (MailBridgeConfigError $e) {
         return ['success' => false, 'error' => 'Mail bridge: ' . $e->getMessage()];
     }
@@ -740,7 +747,7 @@ function mailbridge_UsageUpdate(array $params)
             } else {
                 $counts['not_here']++; // on another server entry, or no longer in WHMCS
             }
-        });
+        }, mailbridge_usage_page());
     } catch (MailBridgeConfigError $e) {
         $outcome = 'Mail bridge: ' . $e->getMessage();
     } catch (Throwable $e) {
