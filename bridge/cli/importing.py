@@ -22,7 +22,8 @@ def import_() -> None:
     "csv_path",
     type=click.Path(exists=True, dir_okay=False),
     required=True,
-    help="WHMCS products/services export (id, pid, email, username, status, ...).",
+    help="WHMCS products/services export (id, pid, email, username, status, ...; "
+    "server_module and configoption1 columns turn on the migration checklist).",
 )
 @click.option("--source", default="whmcs", show_default=True, help="Source name in the config.")
 @click.option("--apply", is_flag=True, help="Fix drift on the mail server (default: report only).")
@@ -82,6 +83,7 @@ def import_whmcs(
                     click.echo(json.dumps(result.__dict__, default=list))
                 bar.update(1)
     counts = importer.summarize(results)
+    todo = importer.checklist(rows, settings.mappings.tiers)
     unknown = importer.unknown_to_billing(rt, source, index)
     summary = {
         "adopted": counts["adopted"],
@@ -91,8 +93,11 @@ def import_whmcs(
         "drift": counts["drift"],
         "skipped": counts["skipped"],
         "errors": counts["error"],
+        "checklist": len(todo),
     }
     if as_json:
+        for item in todo:
+            click.echo(json.dumps({"checklist": item.__dict__}, default=list))
         click.echo(json.dumps({"summary": summary}))
     else:
         for result in results:
@@ -103,9 +108,16 @@ def import_whmcs(
                 )
                 for line in result.drift:
                     click.echo(f"    {line}")
+        for item in todo:
+            click.echo(f"checklist (step {item.step}): {item.message}")
         click.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
         if counts["drift"] and not apply:
             click.echo("drift was only reported; run again with --apply to fix it")
+        if todo:
+            click.echo(
+                "the migration is not finished: see the checklist lines above "
+                "(docs/migrating-from-mailcheap-plugin.md, step 4)"
+            )
     if counts["error"]:
         sys.exit(1)
 

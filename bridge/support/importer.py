@@ -37,7 +37,14 @@ COLUMNS = {
     "username": ("username",),
     "status": ("status", "domainstatus"),
     "domain": ("domain",),
+    # Optional, for the migration checklist (docs/migrating-from-mailcheap-plugin.md):
+    "server_module": ("server module", "servermodule", "server_module", "module", "servertype"),
+    "tier_key": ("configoption1", "tier key", "tier_key"),
 }
+#: The WHMCS module name of mailbridge (modules/servers/mailbridge).
+WHMCS_MODULE = "mailbridge"
+#: Services the checklist leaves out: gone for good in WHMCS.
+CHECKLIST_SKIPPED = {"terminated", "cancelled", "canceled", "fraud"}
 STATES = {"active": ServiceState.ACTIVE, "suspended": ServiceState.SUSPENDED}
 SKIPPED_STATUSES = {"pending", "terminated", "cancelled", "canceled", "fraud", "completed"}
 
@@ -59,6 +66,8 @@ class Row:
     status: str
     domain: str | None
     addons: dict[str, str] = field(default_factory=dict)
+    server_module: str | None = None
+    tier_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,8 @@ def read_whmcs_csv(text: str, addon_names: Iterable[str]) -> list[Row]:
                 status=(get("status") or "").lower(),
                 domain=get("domain"),
                 addons={n: (record.get(c) or "0").strip() for n, c in addon_columns.items()},
+                server_module=get("server_module"),
+                tier_key=get("tier_key"),
             )
         )
     return rows
@@ -166,6 +177,8 @@ def import_row(
             service.client_email = row.client_email
             service.product_id = row.product_id
             service.addons = row.addons
+            # configoption1 names the tier only when it is one (the old plugin kept a quota there)
+            service.tier_key = row.tier_key if row.tier_key in rt.settings.mappings.tiers else None
             service.desired_state = STATES[row.status]
             service.aspect_times = {a: now.isoformat() for a in ("lifecycle", "package", "owner")}
             service.generation = max(service.generation, 1)
@@ -239,3 +252,59 @@ def batches(rows: list[Row], size: int) -> Iterator[list[Row]]:
     """Rows in chunks of `size`."""
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    """One migration step a service or product still needs (docs/migrating-from-mailcheap-plugin.md)."""
+
+    check: str  # old_module | stale_tier_key
+    step: str
+    product_id: str
+    service_refs: tuple[str, ...]
+    value: str
+    message: str
+
+
+def checklist(rows: Iterable[Row], tiers: Iterable[str]) -> list[ChecklistItem]:
+    """What the export shows is not switched yet: services whose server entry still uses
+    another module (guide step 4a), and products whose Tier key (configoption1) is not a tier
+    of the bridge (step 4c, e.g. the old plugin's storage quota). Only the columns present in
+    the export are checked; terminated, cancelled and fraud services are left out."""
+    known = set(tiers)
+    old_module: list[Row] = []
+    stale: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row.status in CHECKLIST_SKIPPED:
+            continue
+        if row.server_module is not None and row.server_module.strip().lower() != WHMCS_MODULE:
+            old_module.append(row)
+        if row.tier_key is not None and row.tier_key not in known:
+            stale.setdefault((row.product_id, row.tier_key), []).append(row.service_ref)
+    items = [
+        ChecklistItem(
+            "old_module",
+            "4a",
+            row.product_id,
+            (row.service_ref,),
+            row.server_module or "",
+            f"service {row.service_ref} ({row.username}) is on a server entry of module "
+            f'"{row.server_module}": edit that server entry to Mail Bridge, or move the service '
+            "to the bridge's server entry",
+        )
+        for row in old_module
+    ]
+    for (product, value), refs in sorted(stale.items()):
+        items.append(
+            ChecklistItem(
+                "stale_tier_key",
+                "4c",
+                product,
+                tuple(refs),
+                value,
+                f'product {product}: its Tier key (configoption1) "{value}" is not a tier of the '
+                f"bridge ({len(refs)} service(s)); clear it in the product's Module Settings or "
+                f"choose one of: {', '.join(sorted(known)) or 'no tiers configured'}",
+            )
+        )
+    return items
