@@ -256,7 +256,7 @@ def batches(rows: list[Row], size: int) -> Iterator[list[Row]]:
 
 @dataclass(frozen=True)
 class ChecklistItem:
-    """One migration step a service or product still needs (docs/migrating-from-mailcheap-plugin.md)."""
+    """A migration step still to do for a service or a product (guide step 4)."""
 
     check: str  # old_module | stale_tier_key
     step: str
