@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from bridge.cli import cli
-from bridge.config import config_path, load_config
+from bridge.config import config_path, load_config, parse_settings
 from bridge.errors import ConfigError
 from bridge.mappings import UNLIMITED, QuotaBundle
 from tests.conftest import BLESTA_SECRET, WHMCS_SECRET, base_config
@@ -420,3 +420,21 @@ def test_mappings_check_on_a_missing_variable_exits_with_the_message(tmp_path):
         "admin.secret_key: environment variable BRIDGE_TEST_UNSET_SECRET_KEY is not set"
         in result.output
     )
+
+
+def test_example_client_setup_matches_the_nms_layout() -> None:
+    """The NMS Mail Portal is the hostname root; /home lists its webmail clients."""
+    setup = load_config(EXAMPLE, {}).client_setup
+    assert setup.admin_url == f"https://{setup.mail_hostname}/"
+    assert setup.webmail_url == f"https://{setup.mail_hostname}/home"
+    guide = (EXAMPLE.parent / "docs" / "connect-whmcs.md").read_text(encoding="utf-8")
+    assert "/webmail/" not in guide and "/portal/" not in guide
+    assert f"Webmail: {setup.webmail_url}" in guide
+
+
+def test_usage_refresh_hours() -> None:
+    assert load_config(EXAMPLE, {}).usage.refresh_h == 6
+    tree = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    tree["usage"] = {"refresh_h": 0}
+    with pytest.raises(ConfigError, match="usage.refresh_h"):
+        parse_settings(tree, {})

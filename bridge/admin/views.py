@@ -42,7 +42,7 @@ from bridge.lifecycle import Action, EventStatus
 from bridge.mappings.bundles import QuotaBundle, format_quota
 from bridge.models import Attempt, Event, Service
 from bridge.provisioning.outcome import Outcome
-from bridge.support import audit, queries
+from bridge.support import audit, queries, usage
 from bridge.support.actions import (
     ActionError,
     Actor,
@@ -394,6 +394,7 @@ def service(service_id: int) -> ResponseReturnValue:
     if svc is None:
         raise NotFound(f"there is no service {service_id}")
     comparison = compare(runtime(), service_id)
+    figures = usage.of_service(db, service_id)
     events = list(
         db.scalars(
             select(Event).where(Event.service_id == service_id).order_by(Event.id.desc()).limit(200)
@@ -417,6 +418,9 @@ def service(service_id: int) -> ResponseReturnValue:
         audit_entries=audit.for_service(db, service_id),
         format_quota=format_quota,
         bundle_fields=QuotaBundle.field_names(),
+        usage=figures,
+        storage_percent=usage.storage_percent(figures) if figures else None,
+        refresh_h=f"{runtime().settings.usage.refresh_h:g}",
     )
 
 

@@ -64,6 +64,7 @@ def build_spec() -> APISpec:
         ("Outcome", s.OutcomeSchema),
         ("RetryResult", s.RetryResultSchema),
         ("BulkRetryResult", s.BulkRetryResultSchema),
+        ("Usage", s.UsageSchema),
         ("Service", s.ServiceSchema),
         ("Mappings", s.MappingsSchema),
         ("Me", s.MeSchema),

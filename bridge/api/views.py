@@ -18,7 +18,7 @@ from bridge.api.openapi import openapi_document
 from bridge.db import utcnow
 from bridge.errors import BridgeError
 from bridge.models import Event, Service, StaffUser
-from bridge.support import audit, queries
+from bridge.support import audit, queries, usage
 from bridge.support import schemas as s
 from bridge.support.actions import (
     Actor,
@@ -261,6 +261,7 @@ def _service_body(service: Service) -> dict[str, Any]:
         "steps": [step.detail for step in c.plan.steps] if c.plan else [],
         "events": list(reversed(list(events))),
         "audit": audit.for_service(db, service.id),
+        "usage": usage.as_dict(usage.of_service(db, service.id)),
     }
 
 

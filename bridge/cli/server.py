@@ -86,7 +86,10 @@ def _ensure_sqlite_dir(url: str) -> None:
 )
 @pass_ctx
 def worker(ctx: Context, once: bool, metrics_at: str | None) -> None:
-    """Reconcile due services until SIGTERM (which finishes the current one first)."""
+    """Reconcile due services until SIGTERM (which finishes the current one first).
+
+    Also reads the services' usage figures every usage.refresh_h hours (one worker does it).
+    """
     from bridge.logging import configure_logging
     from bridge.provisioning.jobs import run_once
     from bridge.provisioning.worker import run_forever

@@ -21,6 +21,7 @@ from bridge.lifecycle import EventStatus
 from bridge.mailserver.ratelimit import GateState
 from bridge.models import Event, Service
 from bridge.runtime import Runtime
+from bridge.support import usage
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class LedgerCollector(Collector):
             due = conn.execute(
                 select(func.count()).select_from(Service).where(Service.job_due_at.is_not(None))
             ).scalar_one()
+            used = usage.totals(conn)
         for source, action, status, count in rows:
             events.add_metric([source, action or "none", status.value], count)
         yield events
@@ -111,6 +113,7 @@ class LedgerCollector(Collector):
         yield _gauge(
             "bridge_queue_oldest_seconds", "Age of the oldest event not yet applied or failed.", age
         )
+        yield from _usage_gauges(used, now)
         if self.limiter_state is not None:
             gate = self.limiter_state()
             yield _gauge(
@@ -128,6 +131,26 @@ class LedgerCollector(Collector):
                 "Seconds left of a Retry-After pause the mail server asked for.",
                 max(0.0, gate.blocked_until - now),
             )
+
+
+def _usage_gauges(totals: usage.Totals, now: float) -> Iterator[Metric]:
+    """Totals over all services from the last usage reads (never one series per service)."""
+    for name, documentation, value in (
+        ("services", "Services with usage figures read from the mail server.", totals.services),
+        ("storage_used_mb", "Storage used by all services, MB.", totals.storage_used_mb),
+        ("storage_total_mb", "Storage quota of all services, MB.", totals.storage_total_mb),
+        ("mailboxes_used", "Mailboxes in use across all services.", totals.mailboxes_used),
+        ("domains_used", "Domains in use across all services.", totals.domains_used),
+        ("aliases_used", "Aliases in use across all services.", totals.aliases_used),
+        (
+            "storage_full_services",
+            "Services using over 90% of their storage.",
+            totals.storage_full,
+        ),
+    ):
+        yield _gauge(f"bridge_usage_{name}", documentation, value)
+    age = 0.0 if totals.oldest_read_at is None else max(0.0, now - _epoch(totals.oldest_read_at))
+    yield _gauge("bridge_usage_oldest_read_seconds", "Age of the oldest usage figures.", age)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

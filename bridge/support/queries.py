@@ -16,7 +16,8 @@ from sqlalchemy import ColumnElement, Integer, Select, cast, func, select
 from sqlalchemy.orm import Session
 
 from bridge.lifecycle import Action, EventStatus
-from bridge.models import Attempt, Event, Service
+from bridge.models import Attempt, Event, Service, Usage
+from bridge.support.usage import storage_full
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -39,6 +40,7 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
     unresolved: bool = False
+    storage_full: bool = False  # the service uses over 90% of its storage (last usage read)
 
     def params(self) -> dict[str, str]:
         """The filter as query-string parameters (only those set)."""
@@ -79,6 +81,7 @@ _FILTER_FIELDS = (
     "since",
     "until",
     "unresolved",
+    "storage_full",
 )
 
 
@@ -119,6 +122,12 @@ class EventFilterSchema(_Strict):
         metadata={"description": "received before (ISO 8601; no zone means UTC)"},
     )
     unresolved = fields.Boolean(metadata={"description": "only events nobody marked resolved"})
+    storage_full = fields.Boolean(
+        metadata={
+            "description": "only events of services over 90% of their storage "
+            "(as of the last usage read)"
+        }
+    )
 
     @validates_schema
     def range_is_ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -162,6 +171,8 @@ def conditions(f: EventFilter, *, status: bool = True) -> list[ColumnElement[boo
         out.append(Event.received_at < f.until)
     if f.unresolved:
         out.append(Event.resolved_at.is_(None))
+    if f.storage_full:
+        out.append(Event.service_id.in_(select(Usage.service_id).where(storage_full())))
     return out
 
 

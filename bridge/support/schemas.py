@@ -272,6 +272,24 @@ class DriftSchema(Schema):
     actual = fields.Raw()
 
 
+class UsageSchema(Schema):
+    """What the mail server last reported the service's DomainAdmin uses; null = not reported."""
+
+    username = fields.String()
+    storage_used_mb = fields.Integer(allow_none=True)
+    storage_total_mb = fields.Integer(allow_none=True)
+    storage_percent = fields.Integer(
+        allow_none=True, metadata={"description": "used * 100 // total; null when unknown"}
+    )
+    mailboxes_used = fields.Integer(allow_none=True)
+    mailboxes_limit = fields.Integer(allow_none=True)
+    domains_used = fields.Integer(allow_none=True)
+    domains_limit = fields.Integer(allow_none=True)
+    aliases_used = fields.Integer(allow_none=True)
+    aliases_limit = fields.Integer(allow_none=True)
+    read_at = fields.String(metadata={"description": "when it was read (ISO 8601, UTC)"})
+
+
 class ServiceSchema(Schema):
     """A service: desired state, bundle, desired vs actual, drift, what a reconcile would do."""
 
@@ -306,6 +324,11 @@ class ServiceSchema(Schema):
     steps = fields.List(fields.String(), metadata={"description": "what a reconcile would do"})
     events = fields.List(fields.Nested(EventSchema))
     audit = fields.List(fields.Nested(AuditSchema))
+    usage = fields.Nested(
+        UsageSchema,
+        allow_none=True,
+        metadata={"description": "last usage read (every usage.refresh_h); null before the first"},
+    )
 
 
 class UnmappedSchema(Schema):

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, func, select
 from sqlalchemy.orm import Session
 
 from bridge.errors import BridgeError
 from bridge.mappings import Mappings, resolve
 from bridge.models import Service, Usage
 
-#: The events-list filter "over 90% of storage" (docs/design.md#usage).
+#: The events-list filter and gauge "over 90% of storage" (docs/design.md#usage).
 STORAGE_FULL_PERCENT = 90
 
 #: The per-service figures, in the order the API and the connector list them.
@@ -39,6 +39,13 @@ def iso(moment: datetime | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat()
+
+
+def storage_full() -> ColumnElement[bool]:
+    """SQL: the last read shows more than STORAGE_FULL_PERCENT of the storage in use."""
+    return (Usage.storage_total_mb > 0) & (
+        Usage.storage_used_mb * 100 > Usage.storage_total_mb * STORAGE_FULL_PERCENT
+    )
 
 
 def storage_percent(usage: Usage) -> int | None:
@@ -154,7 +161,6 @@ class Totals:
 
 def totals(conn: Connection | Session) -> Totals:
     """Totals of the usage table, read in one query."""
-    full = Usage.storage_used_mb * 100 >= Usage.storage_total_mb * STORAGE_FULL_PERCENT
     row = conn.execute(
         select(
             func.count(),
@@ -163,7 +169,7 @@ def totals(conn: Connection | Session) -> Totals:
             func.coalesce(func.sum(Usage.mailboxes_used), 0),
             func.coalesce(func.sum(Usage.domains_used), 0),
             func.coalesce(func.sum(Usage.aliases_used), 0),
-            func.count().filter((Usage.storage_total_mb > 0) & full),
+            func.count().filter(storage_full()),
             func.min(Usage.read_at),
         )
     ).one()
