@@ -100,6 +100,13 @@ class ClientSetupSettings:
 
 
 @dataclass(frozen=True)
+class UsageSettings:
+    """How often `bridge worker` reads the mail server's usage figures."""
+
+    refresh_h: float = 6.0
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """Log level and format."""
 
@@ -121,6 +128,7 @@ class Settings:
     admin: AdminSettings = AdminSettings()
     logging: LoggingSettings = LoggingSettings()
     client_setup: ClientSetupSettings = ClientSetupSettings()
+    usage: UsageSettings = UsageSettings()
     path: str = ""
 
 
@@ -212,6 +220,10 @@ class ClientSetupSchema(_Strict):
     spf_include = fields.String(load_default=None, allow_none=True)
 
 
+class UsageSchema(_Strict):
+    refresh_h = fields.Float(load_default=6.0, validate=validate.Range(min=0.05, max=168))
+
+
 class LoggingSchema(_Strict):
     level = fields.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -237,6 +249,7 @@ class SettingsSchema(MappingsSchema):
     client_setup = fields.Nested(
         ClientSetupSchema, load_default=lambda: ClientSetupSchema().load({})
     )
+    usage = fields.Nested(UsageSchema, load_default=lambda: UsageSchema().load({}))
 
     @validates_schema
     def mappings_name_known_sources(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -332,6 +345,7 @@ def parse_settings(raw: Any, environ: Mapping[str, str], path: str = "") -> Sett
             backup_mx=tuple(setup["backup_mx"]),
             spf_include=setup["spf_include"],
         ),
+        usage=UsageSettings(**loaded["usage"]),
         path=path,
     )
 

@@ -270,6 +270,40 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class Usage(Base):
+    """What the mail server last reported a bound service's DomainAdmin uses (`usage.refresh_h`).
+
+    One row per service; a figure the server did not report is NULL, never a guessed 0.
+    """
+
+    __tablename__ = "service_usage"
+
+    service_id: Mapped[int] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(255))
+    storage_used_mb: Mapped[int | None] = mapped_column(Integer)
+    storage_total_mb: Mapped[int | None] = mapped_column(Integer)
+    mailboxes_used: Mapped[int | None] = mapped_column(Integer)
+    mailboxes_limit: Mapped[int | None] = mapped_column(Integer)
+    domains_used: Mapped[int | None] = mapped_column(Integer)
+    domains_limit: Mapped[int | None] = mapped_column(Integer)
+    aliases_used: Mapped[int | None] = mapped_column(Integer)
+    aliases_limit: Mapped[int | None] = mapped_column(Integer)
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Schedule(Base):
+    """When a periodic worker task is next due; shared so several workers run it once."""
+
+    __tablename__ = "worker_schedule"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_result: Mapped[str | None] = mapped_column(Text)
+
+
 class MailServerProfile(Base):
     """What `bridge check-server` observed of one mail server (bridge/mailserver/probe.py):
     one row per `mailserver.base_url`, the `ServerProfile` as JSON plus the checks shown."""

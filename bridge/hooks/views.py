@@ -21,6 +21,7 @@ from bridge.mailserver import MailServerError
 from bridge.mappings import resolve
 from bridge.models import Event, Service
 from bridge.signature import SignatureError, verify
+from bridge.support import usage
 from bridge.web import error_response, get_session, runtime
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,10 @@ class Verified:
 
 
 def verify_request(source: str) -> Verified:
-    """Look up the source, read the raw body and check its signature; raise BridgeError."""
+    """Look up the source, read the raw body and check its signature; raise BridgeError.
+
+    A GET is signed the same way over its (empty) body and needs no content type.
+    """
     settings = runtime().settings
     src = settings.sources.get(source)
     if src is None:
@@ -74,7 +78,7 @@ def verify_request(source: str) -> Verified:
     except SignatureError as exc:
         log.warning("hook refused source=%s reason=%s", source, exc.reason)
         raise BridgeError(exc.reason, exc.message, http_status=401) from None
-    if request.mimetype != "application/json":
+    if request.method != "GET" and request.mimetype != "application/json":
         raise BridgeError(
             "unsupported_media_type",
             "send the body as Content-Type: application/json",
@@ -190,3 +194,32 @@ def setup_info(settings: Settings, username: str | None) -> dict[str, Any]:
         "backup_mx": list(setup.backup_mx),
         "spf": f"v=spf1 include:{setup.spf_include} -all" if setup.spf_include else None,
     }
+
+
+@bp.get("/hooks/<source>/tiers")
+def tiers(source: str) -> ResponseReturnValue:
+    """The configured tiers and this source's add-ons, for the billing module's set-up."""
+    mappings = verify_request(source).settings.mappings
+    return jsonify(
+        {
+            "tiers": [
+                {"key": key, "label": key, "bundle": bundle.as_dict()}
+                for key, bundle in mappings.tiers.items()
+            ],
+            "addons": [
+                {"key": key, "label": key, "adds": increment.as_dict()}
+                for key, increment in mappings.addons.get(source, {}).items()
+            ],
+            "products": dict(mappings.products.get(source, {})),
+        }
+    )
+
+
+@bp.get("/hooks/<source>/usage")
+def usage_page(source: str) -> ResponseReturnValue:
+    """A page of this source's services with their last usage figures (`?after=&limit=`)."""
+    verified = verify_request(source)
+    after, limit = usage.page_query(request.args.to_dict(flat=True))
+    return jsonify(
+        usage.connector_page(get_session(), verified.settings.mappings, source, after, limit)
+    )

@@ -67,6 +67,36 @@ class DomainAdmin:
 
 
 @dataclass(frozen=True)
+class AdminUsage:
+    """A DomainAdmin's limits and usage as reported; None where the server left a field out.
+
+    From an account row (`quota_*`, `*_used`) or a `stats/quota` row (storage only).
+    """
+
+    username: str
+    limits: dict[str, int | None]
+    used: dict[str, int | None]
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> AdminUsage:
+        """Parse an account row or a stats/quota row; absent or non-numeric fields are None."""
+        return cls(
+            username=str(data.get("username") or ""),
+            limits={b: _count(data.get(limit)) for b, (limit, _) in QUOTA_FIELDS.items()},
+            used={b: _count(data.get(used)) for b, (_, used) in QUOTA_FIELDS.items()},
+        )
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
 class MailUser:
     """A mailbox account."""
 
@@ -256,7 +286,32 @@ class MailServerClient:
             route="/api/v1/accounts/cascade/ownership/domainadmin/{username}/",
         )
 
+    def domainadmin_usage_page(self, start: int) -> list[AdminUsage]:
+        """One page (50) of DomainAdmin rows: their limits and `*_used` counters."""
+        rows = self._page("/api/v1/accounts/", start, "accounts")
+        return [AdminUsage.from_api(r) for r in rows if r.get("perm_level") == "DomainAdmin"]
+
+    def storage_stats_page(self, start: int) -> list[AdminUsage]:
+        """One page (50) of `GET /api/v1/stats/quota/?perm_level=DomainAdmin`: storage in MB."""
+        return [AdminUsage.from_api(r) for r in self._page("/api/v1/stats/quota/", start, None)]
+
     # ---- plumbing --------------------------------------------------------------------
+
+    def _page(self, path: str, start: int, key: str | None) -> list[dict[str, Any]]:
+        """One page of DomainAdmins; an empty page may come as 200 [], 204 or 404."""
+        params = {"perm_level": "DomainAdmin", "limit": PAGE, "start": start}
+        try:
+            data = self._call("GET", path, params=params)
+        except PermanentError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        if data is None:
+            return []
+        entries = data.get(key) if key and isinstance(data, dict) else data
+        if not isinstance(entries, list):
+            raise TransientError("unexpected_answer", f"GET {path} answered without a list")
+        return [e for e in entries if isinstance(e, dict) and e.get("username")]
 
     def _list(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         start = 0

@@ -2,7 +2,7 @@
 base URL (the profile as JSON, the checks shown, when).
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0009 (the lead re-chains the numbers at merge)
 Create Date: 2026-12-03
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
