@@ -352,6 +352,12 @@ class Probe:
                     "mailserver.base_url and the network, then run again"
                 ) from None
             answer = Answer.of(response)
+            if 300 <= answer.status < 400:
+                where = response.headers.get("Location", "elsewhere")
+                raise ProbeAborted(
+                    f"{method} {path}: HTTP {answer.status} to {where}; the bridge follows no "
+                    "redirects, set mailserver.base_url to the server's own address"
+                )
             if answer.status == 429 and limiter is not None:
                 # Another client shares this address and its limit: everyone pauses (the
                 # next acquire() waits), then one more try.
@@ -559,7 +565,9 @@ class Probe:
         else:
             self._check(
                 "usage_fields",
-                "missing: " + ", ".join(missing),
+                "all five missing"
+                if len(missing) == len(USAGE_FIELDS)
+                else "missing: " + ", ".join(missing),
                 Verdict.ADAPTED,
                 "lowering those limits is refused (usage_unknown); check usage in the NMS "
                 "and change such packages by hand",
