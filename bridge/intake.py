@@ -23,6 +23,7 @@ from bridge.adapters import ADAPTERS
 from bridge.db import utcnow
 from bridge.errors import BridgeError
 from bridge.lifecycle import BillingEvent, EventStatus, Ignored, PayloadError
+from bridge.mailserver.profile import load_profile
 from bridge.models import Event
 from bridge.passwords import check_and_hash
 from bridge.provisioning.jobs import retry_service, run_inline
@@ -133,6 +134,7 @@ def accept(rt: Runtime, source: str, webhook_id: str, body: bytes, signed_at: in
         with rt.transaction() as session:
             existing = ledger.find_event(session, source, webhook_id, digest)
             if existing is None:
+                profile = load_profile(session, rt.settings.mailserver.base_url)
                 event = ledger.record_event(
                     session,
                     source=source,
@@ -142,6 +144,7 @@ def accept(rt: Runtime, source: str, webhook_id: str, body: bytes, signed_at: in
                     password_hash=password_hash,
                     mappings=rt.settings.mappings,
                     now=utcnow(),
+                    zero_quota=profile.zero_quota if profile else None,
                 )
                 session.flush()
                 receipt = Receipt.of(event)

@@ -23,7 +23,7 @@ from bridge.lifecycle import (
     ServiceState,
     aspects_of,
 )
-from bridge.mappings import MappingError, Mappings, resolve
+from bridge.mappings import MappingError, Mappings, refuse_ambiguous_zero, resolve
 from bridge.models import Event, Service
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,13 @@ def record_event(
     password_hash: str | None,
     mappings: Mappings,
     now: datetime,
+    zero_quota: str | None = None,
 ) -> Event:
-    """Store one new event and update its service's desired state; the caller commits."""
+    """Store one new event and update its service's desired state; the caller commits.
+
+    `zero_quota` is what `bridge check-server` saw a quota of 0 do (None before it ran): a
+    bundle with a 0 fails at once unless it is "zero" (mappings.refuse_ambiguous_zero).
+    """
     if isinstance(parsed, Ignored):
         event = Event(
             source=source,
@@ -206,7 +211,10 @@ def record_event(
 
     if "package" in moved:
         try:
-            resolve(mappings, source, service.product_id, service.tier_key, service.addons)
+            resolution = resolve(
+                mappings, source, service.product_id, service.tier_key, service.addons
+            )
+            refuse_ambiguous_zero(resolution, zero_quota)
         except MappingError as exc:
             event.status, event.finished_at = EventStatus.FAILED, now
             event.reason, event.message = exc.reason, exc.message

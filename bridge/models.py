@@ -302,3 +302,15 @@ class Schedule(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_result: Mapped[str | None] = mapped_column(Text)
+
+
+class MailServerProfile(Base):
+    """What `bridge check-server` observed of one mail server (bridge/mailserver/probe.py):
+    one row per `mailserver.base_url`, the `ServerProfile` as JSON plus the checks shown."""
+
+    __tablename__ = "server_profiles"
+
+    base_url: Mapped[str] = mapped_column(String(255), primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -92,7 +92,8 @@ def test_mappings_check_json(config_file):
     result = run("--config", str(config_file), "mappings", "check", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert set(data) == {"tiers", "products", "addons"}
+    assert set(data) == {"tiers", "products", "addons", "refused"}
+    assert data["refused"] == []
     assert data["tiers"]["agency"]["aliases"] == "unlimited"
     assert data["products"]["whmcs"]["3"] == {
         "tier": "agency",

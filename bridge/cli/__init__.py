@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import click
 
-from bridge.cli import events, hooks, importing, mappings, server, services, staff
+from bridge.cli import (
+    checkserver,
+    events,
+    hooks,
+    importing,
+    mappings,
+    server,
+    services,
+    staff,
+)
 from bridge.cli.base import Context
 from bridge.config import config_path
 
@@ -38,6 +47,7 @@ for command in (
     importing.import_,
     staff.staff,
     events.events,
+    checkserver.check_server,
 ):
     cli.add_command(command)
 

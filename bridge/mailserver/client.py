@@ -56,7 +56,12 @@ class DomainAdmin:
             recovery_email=data.get("recovery_email") or "",
             domains=split_list(data.get("domains")),
             limits={b: int(data.get(limit) or 0) for b, (limit, _) in QUOTA_FIELDS.items()},
-            used={b: int(data.get(used) or 0) for b, (_, used) in QUOTA_FIELDS.items()},
+            # A usage field the server leaves out is unknown, not 0 (reconcile: usage_unknown).
+            used={
+                b: int(data[used])
+                for b, (_, used) in QUOTA_FIELDS.items()
+                if data.get(used) is not None
+            },
             password_hash=data.get("password_hash"),
         )
 

@@ -10,7 +10,15 @@ from typing import Any
 from bridge.errors import BridgeError
 from bridge.mappings.bundles import UNLIMITED, QuotaBundle
 
-__all__ = ["UNLIMITED", "Mappings", "MappingError", "QuotaBundle", "Resolution", "resolve"]
+__all__ = [
+    "UNLIMITED",
+    "Mappings",
+    "MappingError",
+    "QuotaBundle",
+    "Resolution",
+    "refuse_ambiguous_zero",
+    "resolve",
+]
 
 
 class MappingError(BridgeError):
@@ -99,3 +107,30 @@ def resolve(
             applied[name] = quantity
             bundle = bundle + increment.times(quantity)
     return Resolution(tier=tier, bundle=bundle, addons=applied)
+
+
+def refuse_ambiguous_zero(resolution: Resolution, zero_quota: str | None) -> None:
+    """Refuse a bundle with a quota of 0 unless the mail server was seen to read 0 as "none".
+
+    `zero_quota` is what `bridge check-server` observed (`ServerProfile.zero_quota`: "zero",
+    "unlimited", "refused", "unknown"), None when it has not run. Some servers read 0 as
+    unlimited, so sending 0 blind could grant everything (docs/nms-api.md#quota-and-usage-fields).
+    """
+    zeros = [name for name, value in resolution.bundle.as_dict().items() if value == 0]
+    if not zeros or zero_quota == "zero":
+        return
+    if zero_quota is None:
+        why = (
+            "whether the mail server reads 0 as none or as unlimited is not known yet: run "
+            "`bridge check-server`"
+        )
+    elif zero_quota == "unlimited":
+        why = "this mail server reads 0 as unlimited (bridge check-server)"
+    elif zero_quota == "refused":
+        why = "this mail server does not accept 0 (bridge check-server)"
+    else:
+        why = "`bridge check-server` could not tell whether this mail server reads 0 as none"
+    raise MappingError(
+        "quota_zero_ambiguous",
+        f'tier "{resolution.tier}" sets {", ".join(zeros)} to 0, and {why}; or use 1 or more',
+    )

@@ -7,16 +7,24 @@ from sqlalchemy.orm import Session
 
 from bridge.config import Settings
 from bridge.mailserver import PermanentError
-from bridge.mappings import UNLIMITED, resolve
+from bridge.mailserver.profile import load_profile
+from bridge.mappings import UNLIMITED, MappingError, refuse_ambiguous_zero, resolve
 from bridge.models import Service
 from bridge.provisioning.reconcile import Desired, delete_time
 
 
-def limits_for(service: Service, settings: Settings) -> dict[str, int]:
-    """The mapped bundle as NMS numbers; raises a BridgeError with a reason when it can't be."""
+def limits_for(
+    service: Service, settings: Settings, zero_quota: str | None = None
+) -> dict[str, int]:
+    """The mapped bundle as NMS numbers; raises a BridgeError with a reason when it can't be.
+
+    `zero_quota`: what `bridge check-server` saw a 0 do (None before it ran); a 0 is sent
+    only when that is "zero" (mappings.refuse_ambiguous_zero).
+    """
     resolution = resolve(
         settings.mappings, service.source, service.product_id, service.tier_key, service.addons
     )
+    refuse_ambiguous_zero(resolution, zero_quota)
     limits = {}
     for name, value in resolution.bundle.as_dict().items():
         if value == UNLIMITED:
@@ -40,7 +48,16 @@ def snapshot(session: Session, service: Service, settings: Settings) -> Desired:
                 Service.source == service.source, Service.service_ref == service.transfer_to
             )
         )
-    limits = limits_for(service, settings) if service.product_id or service.tier_key else None
+    limits, package_blocked = None, None
+    if service.product_id or service.tier_key:
+        profile = load_profile(session, settings.mailserver.base_url)
+        try:
+            limits = limits_for(service, settings, profile.zero_quota if profile else None)
+        except MappingError as exc:
+            if exc.reason != "quota_zero_ambiguous":
+                raise
+            # Only the package waits; a suspend, password or terminate still goes ahead.
+            package_blocked = PermanentError(exc.reason, exc.message)
     return Desired(
         service_id=service.id,
         source=service.source,
@@ -62,4 +79,5 @@ def snapshot(session: Session, service: Service, settings: Settings) -> Desired:
         transfer_to_ref=service.transfer_to,
         transfer_to_bound=target is not None and target.bound,
         created_as_email=service.created_as_email,
+        package_blocked=package_blocked,
     )

@@ -53,6 +53,8 @@ class Desired:
     transfer_to_ref: str | None = None
     transfer_to_bound: bool = False
     created_as_email: str | None = None
+    #: Why the package (`limits`) cannot be applied, e.g. quota_zero_ambiguous.
+    package_blocked: PermanentError | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ def plan(
             result.note = "terminated; the DomainAdmin is gone"
             return result
         if desired.limits is None:
+            if desired.package_blocked is not None:
+                raise desired.package_blocked
             raise PermanentError("no_bundle", "the service has no product to size it by")
         result.drift.append(Difference("exists", True, False))
         result.add("create", f'create DomainAdmin "{desired.username}"')
@@ -165,18 +169,14 @@ def plan(
         for b, v in changes.items():
             result.drift.append(Difference(b, v, actual.limits.get(b)))
         if changes:
-            below = [
-                f"{USAGE_WORDS[b]}: {actual.used[b]} in use, new limit {v}"
-                for b, v in changes.items()
-                if actual.used.get(b, 0) > v
-            ]
-            if below:
+            blocked = _below_usage(actual, changes)
+            if blocked is not None:
                 # Blocks only the package; suspend, password and the rest still go ahead.
-                result.blocked["package"] = PermanentError(
-                    "quota_below_usage",
-                    "the new bundle is below what the customer uses: " + "; ".join(below),
-                )
+                result.blocked["package"] = blocked
                 changes = {}
+    elif desired.package_blocked is not None:
+        result.blocked["package"] = desired.package_blocked
+        changes = {}
     else:
         changes = {}
     # Quotas, recovery e-mail and password go in one PATCH: the fewest calls.
@@ -218,6 +218,35 @@ def plan(
             domains=actual.domains,
         )
     return result
+
+
+def _below_usage(actual: DomainAdmin, changes: dict[str, int]) -> PermanentError | None:
+    """Refuse new limits below usage, and lowered limits whose usage the server does not
+    report (a missing `*_used` field is unknown, not 0)."""
+    below = [
+        f"{USAGE_WORDS[b]}: {actual.used[b]} in use, new limit {v}"
+        for b, v in changes.items()
+        if b in actual.used and actual.used[b] > v
+    ]
+    if below:
+        return PermanentError(
+            "quota_below_usage",
+            "the new bundle is below what the customer uses: " + "; ".join(below),
+        )
+    unknown = [
+        f"{USAGE_WORDS[b]} (limit {actual.limits.get(b)} -> {v})"
+        for b, v in changes.items()
+        if b not in actual.used and v < actual.limits.get(b, 0)
+    ]
+    if unknown:
+        return PermanentError(
+            "usage_unknown",
+            "the mail server does not report the usage of "
+            + "; ".join(unknown)
+            + ", so the bridge cannot tell whether the smaller bundle fits; check the usage "
+            "in the NMS, then change the package there or keep the bigger one",
+        )
+    return None
 
 
 def not_linked(source: str, service_ref: str, username: str | None) -> PermanentError:

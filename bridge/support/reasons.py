@@ -35,6 +35,16 @@ REASONS: dict[str, Explanation] = {
         "Ask the customer to remove mailboxes or domains (or keep the bigger package), "
         "then press Retry.",
     ),
+    "usage_unknown": Explanation(
+        "The mail server does not report usage, so a smaller package could not be checked",
+        "Check the customer's usage in the NMS; change the package there (or keep the bigger "
+        "one), then press Retry.",
+    ),
+    "quota_zero_ambiguous": Explanation(
+        "The package sets a quota to 0, which this mail server may read as unlimited",
+        "Run `bridge check-server` (it stores what 0 means on this server), or set the tier's "
+        "quota to 1 or more in the config; then press Retry.",
+    ),
     "username_taken": Explanation(
         "The username belongs to another account on the mail server",
         "Choose another username in the billing system, or (if it is this customer's) link "

@@ -115,7 +115,7 @@ def _rows(c: Comparison, settings: Settings, now: datetime) -> list[Row]:
             have_n = da.limits.get(name) if da else None
             shown = _quota(have_n, unlimited)
             if da is not None:
-                shown += f", {da.used.get(name, 0)} used"
+                shown += f", {da.used[name]} used" if name in da.used else ", usage unknown"
             rows.append(
                 Row(label, _quota(want_n, unlimited), shown, da is not None and want_n != have_n)
             )
