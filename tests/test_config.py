@@ -404,7 +404,7 @@ def test_mappings_check_on_a_bad_config_exits_with_the_message(tmp_path):
     assert "Traceback" not in result.output
     assert result.output.startswith("Error: ")
     assert (
-        "mailserver.rate_limit_per_s: Must be greater than or equal to 0.1 and less"
+        "mailserver.rate_limit_per_s: must be between 0.1 and 15 calls per second"
         in result.output
     )
 
