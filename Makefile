@@ -25,7 +25,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 run: install  ## migrate the database, start the NMS simulator and a worker, serve the bridge on :8000
 	mkdir -p instance
 	$(BIN)/bridge db upgrade
-	@$(BIN)/python -m nmsim --port 8025 & sim=$$!; \
+	@$(BIN)/python -m nmsim --port 8025 --state-file instance/nmsim-state.json & sim=$$!; \
 	$(BIN)/bridge worker & worker=$$!; \
 	trap 'kill $$worker $$sim 2>/dev/null; wait' EXIT INT TERM; \
 	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app

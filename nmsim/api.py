@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import NotFound
 
 from nmsim.faults import json_response
 from nmsim.model import Account, ApiError, invalid
-from nmsim.security import verify_password
+from nmsim.security import Token, verify_password
 from nmsim.sim import Simulator
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -49,15 +50,23 @@ def _caller(s: Simulator) -> Account:
     auth = request.authorization
     if auth is None or auth.type != "basic" or not auth.username or not auth.password:
         raise ApiError(401, "unauthorized", "Basic authentication with username and token required")
-    if not s.state.tokens.check(auth.username, auth.password, s.clock.now()):
+    username = s.state.fold(auth.username)
+    if not s.state.tokens.check(username, auth.password, s.clock.now()):
         raise ApiError(401, "invalid_token", "the auth token is unknown or expired")
-    acct = s.state.accounts.get(auth.username)
+    acct = s.state.accounts.get(username)
     if acct is None:
         raise ApiError(401, "invalid_token", "the auth token is unknown or expired")
     if not acct.enabled or not acct.api_access:
         raise ApiError(401, "account_disabled", "the account is disabled or has no API access")
     g.auth_user = acct.username
     return acct
+
+
+def new_token(s: Simulator, username: str) -> tuple[str, Token]:
+    """Issue a token; profile single-token first revokes the user's earlier ones."""
+    if s.config.single_token:
+        s.state.tokens.drop_user(username)
+    return s.state.tokens.issue(username, s.clock.now(), s.config.token_ttl)
 
 
 def _login_failed(message: str) -> ApiError:
@@ -78,6 +87,7 @@ def login() -> Response:
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         raise invalid("username and password must be strings")
     with s.lock:
+        username = s.state.fold(username)
         acct = s.state.accounts.get(username)
         stored = acct.password_hash if acct else None
     # Verifying a hash can be slow (client-chosen rounds): do it outside the lock.
@@ -93,7 +103,7 @@ def login() -> Response:
         if acct.otp is not None and body.get("otp") != acct.otp:
             raise _login_failed("a valid one-time code (otp) is required")
         now = s.clock.now()
-        value, token = s.state.tokens.issue(username, now, s.config.token_ttl)
+        value, token = new_token(s, username)
         acct.last_login = int(now)
         g.auth_user = username
         auth = {
@@ -116,7 +126,13 @@ def list_accounts() -> Response:
     """GET /api/v1/accounts/."""
     s = sim()
     with s.lock:
-        return _ok(s.state.list_accounts(_caller(s), request.args))
+        page = s.state.list_accounts(_caller(s), request.args)
+        status = s.config.empty_search_status
+    if page["accounts"] or status == 200:
+        return _ok(page)
+    if status == 204:  # profile empty-204
+        return no_content()
+    raise ApiError(404, "not_found", "no account matches")  # profile empty-404
 
 
 @bp.post("/accounts/")
@@ -170,6 +186,9 @@ def cascade_enable(username: str, action: str) -> Response:
 def cascade_delete(username: str) -> Response:
     """DELETE .../cascade/domainadmin/<username>/; any body is ignored."""
     s = sim()
+    if not s.config.cascade_delete_route:  # profile no-cascade: as if the route did not exist
+        g.route_hidden = True
+        raise NotFound()
     with s.lock:
         s.state.cascade_delete(_caller(s), username)
     return no_content()

@@ -22,19 +22,21 @@ def create_app(**options: Any) -> Flask:
     """Build a simulator app.
 
     Options: `master` ("USER:PASSWORD"), `control` (mount /_sim/, default True), `seed`
-    (a seed document applied at start and on every reset), and any SimConfig field
-    (e.g. `rate_limit=0`, `token_ttl=60`, `quota_below_usage="allow"`).
+    (a seed document applied at start and on every reset), `state_file` (a path: state loaded
+    from it when it exists and written back after every non-GET request), `profile`
+    (nmsim/profiles.py) and any SimConfig field (e.g. `rate_limit=0`, `token_ttl=60`).
     """
     master = options.pop("master", DEFAULT_MASTER)
     with_control = options.pop("control", True)
     seed = options.pop("seed", None)
+    state_file = options.pop("state_file", None)
     config = SimConfig()
     try:
         config.update(options)
     except ConfigError as exc:
         raise TypeError(f"create_app: {exc}") from exc
     app = Flask(__name__)
-    app.extensions["nmsim"] = Simulator(config, master, seed)
+    app.extensions["nmsim"] = Simulator(config, master, seed, state_file)
     app.config["NMSIM_CONTROL"] = bool(with_control)
     app.register_blueprint(api.bp)
     if with_control:
@@ -110,14 +112,16 @@ def _fault_response(fault: FaultRule, rate_status: int) -> Response:
 
 
 def _after(response: Response) -> Response:
-    """Apply an `after` fault and log the API request."""
+    """Apply an `after` fault, log the API request, write the state file after a change."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        api.sim().save()
     if _is_control():
         return response
     fault = g.pop("fault_after", None)
     if fault is not None:
         response = _fault_response(fault, api.sim().config.rate_limit_status)
     s = api.sim()
-    rule = request.url_rule
+    rule = None if g.get("route_hidden") else request.url_rule
     with s.lock:
         s.log.add(
             {

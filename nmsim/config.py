@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nmsim.profiles import profile_names, profile_switches
+
 DEFAULT_MASTER = "admin:Sim-Master-Passw0rd"
 
 FAULT_KINDS = (
@@ -34,12 +36,13 @@ class SimConfig:
     Each is described under "Runtime config" in nmsim/README.md.
     """
 
+    profile: str = "documented"
     rate_limit: float = 20.0
     rate_limit_status: int = 429
     ban_after: int = 10
     ban_window: float = 60.0
     ban_seconds: float = 3600.0
-    ban_status: int = 403
+    ban_status: int = 429
     token_ttl: int = 86400
     quota_below_usage: str = "reject"
     count_pending: bool = True
@@ -54,16 +57,36 @@ class SimConfig:
     error_kind: str = "html_500"
     error_seed: int = 0
     request_log_max: int = 10000
+    empty_search_status: int = 200
+    single_token: bool = False
+    cascade_delete_route: bool = True
+    zero_unlimited: bool = False
+    lowercase_names: bool = False
+    usage_fields: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
     def update(self, changes: dict[str, Any]) -> None:
-        """Validate and apply a partial update; nothing changes when a value is invalid."""
+        """Validate and apply a partial update; nothing changes when a value is invalid.
+
+        A `profile` key first sets every profile switch (nmsim/profiles.py) to that profile's
+        value; the other keys of the same update apply after it.
+        """
         trial = dataclasses.replace(self)
+        if "profile" in changes:
+            try:
+                switches = profile_switches(changes["profile"])
+                names = profile_names(changes["profile"])
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+            for key, value in switches.items():
+                _set_checked(trial, key, value)
+            trial.profile = ",".join(names)
         for key, value in changes.items():
-            _set_checked(trial, key, value)
+            if key != "profile":
+                _set_checked(trial, key, value)
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(trial, f.name))
 
@@ -71,6 +94,7 @@ class SimConfig:
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "rate_limit_status": (429, 503),
     "ban_status": (403, 429),
+    "empty_search_status": (200, 204, 404),
     "quota_below_usage": ("reject", "allow"),
     "create_status": (200, 201),
     "error_kind": FAULT_KINDS,

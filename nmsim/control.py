@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from nmsim.api import sim
+from nmsim.api import new_token, sim
 from nmsim.config import ConfigError
 from nmsim.faults import FaultError, json_response
 from nmsim.model import invalid
@@ -150,7 +150,7 @@ def issue_token() -> Response:
     with s.lock:
         if username not in s.state.accounts:
             raise invalid("username must name an existing account")
-        value, token = s.state.tokens.issue(username, s.clock.now(), s.config.token_ttl)
+        value, token = new_token(s, username)
     return json_response(
         {
             "username": username,

@@ -262,9 +262,15 @@ class State:
         return int(self.clock.now())
 
     def _unlimited(self, value: int) -> bool:
+        if self.config.zero_unlimited and value == 0:
+            return True  # profile zero-unlimited
         return (
             self.config.unlimited_sentinel is not None and value == self.config.unlimited_sentinel
         )
+
+    def fold(self, name: str) -> str:
+        """A username or e-mail as the server stores it (lower-cased by profile lowercase)."""
+        return name.lower() if self.config.lowercase_names else name
 
     def _quota_value(self, body: Mapping[str, Any], key: str) -> int:
         value = body.get(key)
@@ -348,6 +354,7 @@ class State:
         )
 
     def _visible_account(self, caller: Account, username: str) -> Account:
+        username = self.fold(username)
         acct = self.accounts.get(username)
         if acct is None:
             raise not_found(f"account {username} does not exist")
@@ -356,6 +363,7 @@ class State:
         return acct
 
     def _domainadmin(self, username: str) -> Account:
+        username = self.fold(username)
         acct = self.accounts.get(username)
         if acct is None:
             raise not_found(f"account {username} does not exist")
@@ -395,9 +403,13 @@ class State:
     # ----- views -----------------------------------------------------------------------------
 
     def account_view(
-        self, acct: Account, usage: dict[str, dict[str, int]] | None = None, full: bool = True
+        self,
+        acct: Account,
+        usage: dict[str, dict[str, int]] | None = None,
+        full: bool = True,
+        control: bool = False,
     ) -> dict[str, Any]:
-        """Render an account as the API returns it."""
+        """Render an account as the API returns it (`control`: every field, for /_sim/state)."""
         out: dict[str, Any] = {
             "username": acct.username,
             "perm_level": acct.perm_level,
@@ -419,6 +431,8 @@ class State:
             out["domain"] = acct.domain
             out["storagequota_total"] = acct.storagequota_total
             out["storagequota_used"] = acct.storagequota_used
+        if not control and not self.config.usage_fields:  # profile no-usage
+            out = {k: v for k, v in out.items() if not k.endswith("_used")}
         return out
 
     @staticmethod
@@ -453,7 +467,7 @@ class State:
         extra = DA_FIELDS if perm == DOMAIN_ADMIN else MU_FIELDS if perm == MAIL_USER else ()
         fields = (*BASE_FIELDS, *extra)
         _check_keys(body, fields, fields)
-        username = _string(body, "username")
+        username = self.fold(_string(body, "username"))
         if perm == MAIL_USER:
             _email(username, "username")
         elif not _USERNAME_RE.match(username):
@@ -464,7 +478,9 @@ class State:
             password_hash=self._password(body["password"]),
             api_access=_flag(body, "api_access"),
             enabled=_flag(body, "enabled"),
-            recovery_email=_email(_string(body, "recovery_email"), "recovery_email", False),
+            recovery_email=self.fold(
+                _email(_string(body, "recovery_email"), "recovery_email", False)
+            ),
             language=self._language(body),
         )
         if perm == DOMAIN_ADMIN:
@@ -555,7 +571,7 @@ class State:
             elif key in ("api_access", "enabled"):
                 changes[key] = _flag(body, key)
             elif key == "recovery_email":
-                changes[key] = _email(_string(body, key), key, False)
+                changes[key] = self.fold(_email(_string(body, key), key, False))
             elif key == "language":
                 changes[key] = self._language(body)
             elif key == "domains":
@@ -912,6 +928,9 @@ class State:
                 }
             )
         rows.sort(key=lambda r: (-r["use_percent"], r["username"]))
+        if not self.config.usage_fields:  # profile no-usage
+            for row in rows:
+                del row["storagequota_used"]
         return paginate(rows, query)
 
     def mail_stats(self, caller: Account) -> dict[str, Any]:
@@ -947,7 +966,7 @@ class State:
         usage = self.usage()
         accounts = []
         for acct in self.accounts.values():
-            row = self.account_view(acct, usage)
+            row = self.account_view(acct, usage, control=True)
             row["otp"] = acct.otp
             if acct.perm_level == MAIL_USER:
                 row["owner"] = acct.owner

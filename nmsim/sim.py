@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import threading
 from collections import Counter, deque
 from typing import Any
 
 from nmsim.config import SimClock, SimConfig
 from nmsim.faults import Faults
-from nmsim.model import MASTER, Account, State
-from nmsim.security import RateLimiter, hash_password, password_problem
+from nmsim.model import MASTER, Account, ApiError, State
+from nmsim.security import RateLimiter, Token, hash_password, password_problem
+
+STATE_FORMAT = 1
 
 
 class RequestLog:
@@ -62,8 +66,15 @@ def parse_master(value: str) -> tuple[str, str]:
 class Simulator:
     """Everything one simulator instance holds; `lock` guards all of it."""
 
-    def __init__(self, config: SimConfig, master: str, seed: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        master: str,
+        seed: dict[str, Any] | None,
+        state_file: str | None = None,
+    ) -> None:
         self.lock = threading.RLock()
+        self.state_file = state_file
         self.startup_config = dataclasses.replace(config)
         self.config = config
         self.clock = SimClock()
@@ -75,6 +86,8 @@ class Simulator:
         self.faults = Faults()
         self.log = RequestLog()
         self.reset()
+        if state_file and os.path.exists(state_file):
+            self.load(state_file)
 
     def reset(self) -> None:
         """Return to the startup state: config, clock, objects, tokens, bans, faults, log."""
@@ -93,3 +106,59 @@ class Simulator:
             self.log.clear()
             if self.startup_seed:
                 self.state.seed(self.startup_seed)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Objects (seed format, less the start-up MasterAdmin) and tokens, for the state file."""
+        with self.lock:
+            objects = self.state.dump()
+            objects.pop("tokens")
+            objects["accounts"] = [
+                a for a in objects["accounts"] if a["username"] != self.master_user
+            ]
+            tokens = [
+                {"auth_token": value, **dataclasses.asdict(token)}
+                for value, token in self.state.tokens.tokens.items()
+            ]
+        return {"nmsim_state": STATE_FORMAT, "objects": objects, "tokens": tokens}
+
+    def load(self, path: str) -> None:
+        """Replace objects and tokens with those of a state file written by `save`.
+
+        Raises ValueError with the reason when the file cannot be used.
+        """
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            if not isinstance(data, dict) or data.get("nmsim_state") != STATE_FORMAT:
+                raise ValueError(f"not an nmsim state file (format {STATE_FORMAT})")
+            tokens = [Token(t["username"], t["valid_from"], t["valid_to"]) for t in data["tokens"]]
+            values = [str(t["auth_token"]) for t in data["tokens"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"state file {path}: {exc}") from exc
+        with self.lock:
+            self.reset()
+            self.state.accounts = {self.master_user: self.state.accounts[self.master_user]}
+            self.state.zones.clear()
+            for kind in self.state.forwarders:
+                self.state.forwarders[kind].clear()
+            try:
+                self.state.seed(data["objects"])
+            except ApiError as exc:
+                raise ValueError(f"state file {path}: {exc.message}") from exc
+            order = [self.master_user, *(a["username"] for a in data["objects"]["accounts"])]
+            accounts = self.state.accounts
+            self.state.accounts = {name: accounts[name] for name in order}  # creation order
+            self.state.tokens.tokens.update(zip(values, tokens, strict=True))
+
+    def save(self) -> None:
+        """Write the state file, if any, atomically: a temporary file, then os.replace."""
+        if not self.state_file:
+            return
+        with self.lock:  # one writer at a time, and the file always matches some moment
+            data = self.snapshot()
+            tmp = f"{self.state_file}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.state_file)

@@ -47,24 +47,25 @@ def test_refused_status_can_be_503(nms: Nms) -> None:
 
 
 def test_repeated_excess_gets_the_ip_banned(nms: Nms) -> None:
+    """Profile documented: the ban answers the documented 429, Retry-After = the ban's length."""
     nms.ctl.post("/_sim/clock", json={"freeze": True})
     nms.config(rate_limit=1, ban_after=3, ban_seconds=3600)
-    assert burst(nms, 4) == [401, 429, 429, 403]
+    assert burst(nms, 4) == [401, 429, 429, 429]
     resp = nms.anon.get("/api/v1/accounts/")
-    assert resp.status_code == 403
+    assert resp.status_code == 429
     assert resp.json()["error"] == "ip_banned"
     assert int(resp.headers["Retry-After"]) == 3600
     nms.ctl.post("/_sim/clock", json={"advance": 3599})
-    assert nms.anon.get("/api/v1/accounts/").status_code == 403
+    assert nms.anon.get("/api/v1/accounts/").status_code == 429
     nms.ctl.post("/_sim/clock", json={"advance": 2})
     assert nms.anon.get("/api/v1/accounts/").status_code == 401
 
 
-def test_ban_status_can_be_429(nms: Nms) -> None:
+def test_ban_status_can_be_403(nms: Nms) -> None:
     nms.ctl.post("/_sim/clock", json={"freeze": True})
-    nms.config(rate_limit=1, ban_after=1, ban_status=429)
+    nms.config(rate_limit=1, ban_after=1, ban_status=403)
     resp = [nms.anon.get("/api/v1/accounts/") for _ in range(2)][-1]
-    assert (resp.status_code, resp.json()["error"]) == (429, "ip_banned")
+    assert (resp.status_code, resp.json()["error"]) == (403, "ip_banned")
 
 
 def test_control_requests_are_not_limited(nms: Nms) -> None:
