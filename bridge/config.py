@@ -156,9 +156,7 @@ class MailServerSchema(_Strict):
         ),
     )
     unlimited_value = fields.Integer(load_default=None, allow_none=True)
-    max_retry_after_s = fields.Float(
-        load_default=3600.0, validate=validate.Range(min=1, max=86400)
-    )
+    max_retry_after_s = fields.Float(load_default=3600.0, validate=validate.Range(min=1, max=86400))
     insecure_tls_i_understand = fields.Boolean(load_default=False)
 
     @validates_schema
