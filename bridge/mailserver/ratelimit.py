@@ -208,7 +208,9 @@ class RateLimiter:
                 values["open_until"] = max(row.open_until, now + PROBE_INTERVAL_S)
                 if failures == FAILURES_TO_OPEN:
                     log.warning(
-                        "mail server circuit open after %d failures; probing every %.0f s",
+                        "mail server circuit open for %.0f s after %d failures, then one "
+                        "probe every %.0f s until it answers",
+                        PROBE_INTERVAL_S,
                         failures,
                         PROBE_INTERVAL_S,
                     )
