@@ -39,16 +39,16 @@ def run_forever(rt: Runtime, stop: threading.Event | None = None) -> int:
     owner = worker_id()
     log.info("worker %s started", owner)
     done = 0
-    paused_until = 0.0
+    paused = False
     while not stop.is_set():
         pause = gate_pause(rt)
         if pause > 0:
-            until = time.time() + pause
-            if abs(until - paused_until) > 1:
-                log.info("worker: mail-server calls paused until %s", when(until))
-                paused_until = until
+            if not paused:
+                log.info("worker: mail-server calls paused until %s", when(time.time() + pause))
+                paused = True
             stop.wait(min(pause, GATE_POLL_S))
             continue
+        paused = False
         outcome = run_once(rt, owner=owner)
         if outcome is None:
             stop.wait(IDLE_POLL_S)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select, text
 
 from bridge import migrate
 from bridge.lifecycle import EventStatus
-from bridge.mailserver.ratelimit import GateState, when
+from bridge.mailserver.ratelimit import MAX_SLEEP_S, GateState, when
 from bridge.models import Event, Service
 from bridge.runtime import Runtime
 
@@ -46,8 +46,11 @@ def readiness(rt: Runtime) -> dict[str, dict[str, Any]]:
     if checks["database"]["ok"] and limiter is not None:
         gate = limiter.state()
         now = time.time()
+        # Not ready while calls are refused outright (circuit, ban) or held longer than a
+        # caller would wait; a pause of a few seconds after a 429 is reported, not failed.
+        held = gate.circuit_open(now) or gate.blocked_until - now > MAX_SLEEP_S
         checks["mailserver"] = {
-            "ok": gate.pause_s(now) == 0,
+            "ok": not held,
             "consecutive_failures": gate.failures,
             "circuit_open_for_s": max(0, round(gate.open_until - now)),
         }
