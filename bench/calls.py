@@ -365,7 +365,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--first-service", type=int, default=1001, help="first WHMCS service id (default 1001)"
     )
-    parser.add_argument("--rate", type=float, default=20, help="bridge calls/s (max 20)")
+    parser.add_argument("--rate", type=float, default=15, help="bridge calls/s (max 15)")
     parser.add_argument("--sim-rate", type=float, default=20, help="simulator's limit, req/s")
     parser.add_argument(
         "--timeout", type=float, default=600, help="seconds one phase may take (default 600)"

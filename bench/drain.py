@@ -234,7 +234,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--services", type=int, default=2000, help="suspends (default 2000)")
     parser.add_argument("--workers", type=int, default=2, help="bridge worker processes")
-    parser.add_argument("--rate", type=float, default=20, help="bridge calls/s (max 20)")
+    parser.add_argument("--rate", type=float, default=15, help="bridge calls/s (max 15)")
     parser.add_argument("--sim-rate", type=float, default=20, help="simulator's limit, req/s")
     parser.add_argument(
         "--first-service", type=int, default=10001, help="first WHMCS service id (10001)"

@@ -6,12 +6,14 @@ A wrong or missing value stops the boot with the key's path and the reason, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -25,6 +27,9 @@ FALLBACK_CONFIG = "config.example.yaml"
 
 #: About 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then every 10 h (docs/design.md#schedule).
 DEFAULT_RETRY_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000)
+
+#: The NMS allows 15-20 calls per second per client address and bans repeat offenders.
+MAX_RATE_PER_S = 15
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -42,6 +47,10 @@ class MailServerSettings:
     read_timeout_s: float = 30.0
     rate_limit_per_s: float = 10.0
     unlimited_value: int | None = None
+    #: The longest pause a Retry-After (a 429 or a ban) may impose; longer asks are cut.
+    max_retry_after_s: float = 3600.0
+    #: Allows plain http:// to a remote host and verify_tls: false (logged at every start).
+    insecure_tls_i_understand: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,14 +154,55 @@ class MailServerSchema(_Strict):
     ca_bundle = fields.String(load_default=None, allow_none=True)
     connect_timeout_s = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=120))
     read_timeout_s = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=600))
-    rate_limit_per_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=20))
+    rate_limit_per_s = fields.Float(
+        load_default=10.0,
+        validate=validate.Range(
+            min=0.1,
+            max=MAX_RATE_PER_S,
+            error="must be between {min} and {max} calls per second: the NMS allows 15-20 per "
+            "second per client address and bans repeat offenders for an hour or more",
+        ),
+    )
     unlimited_value = fields.Integer(load_default=None, allow_none=True)
+    max_retry_after_s = fields.Float(load_default=3600.0, validate=validate.Range(min=1, max=86400))
+    insecure_tls_i_understand = fields.Boolean(load_default=False)
 
     @validates_schema
     def ca_bundle_exists(self, data: dict[str, Any], **kwargs: Any) -> None:
         bundle = data.get("ca_bundle")
         if bundle and not Path(bundle).is_file():
             raise ValidationError(f"file {bundle} does not exist", "ca_bundle")
+
+    @validates_schema
+    def tls_not_weakened(self, data: dict[str, Any], **kwargs: Any) -> None:
+        # Every call carries the MasterAdmin's token (the login its password): plain HTTP or
+        # an unchecked certificate hands both to whoever sits in between.
+        if data.get("insecure_tls_i_understand"):
+            return
+        url = urlsplit(str(data.get("base_url") or ""))
+        if url.scheme == "http" and not _loopback(url.hostname or ""):
+            raise ValidationError(
+                "plain http:// sends the MasterAdmin credentials unencrypted; use https://, "
+                "or set mailserver.insecure_tls_i_understand: true for a test server",
+                "base_url",
+            )
+        if data.get("verify_tls") is False and not data.get("ca_bundle"):
+            raise ValidationError(
+                "false turns certificate checks off; set mailserver.ca_bundle to your CA's "
+                "PEM file instead, or set mailserver.insecure_tls_i_understand: true for a "
+                "test server",
+                "verify_tls",
+            )
+
+
+def _loopback(host: str) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SourceSchema(_Strict):

@@ -54,6 +54,9 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
     the newest data and takes no lock. Tests use it to look at the database.
     """
     parsed = make_url(url)
+    # Statement parameters (the shared API token, password hashes, e-mails) never appear in
+    # SQL logging or in the text of a database error.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **kwargs)
     engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)

@@ -174,6 +174,16 @@ class Gate(Base):
     blocked_until: Mapped[float] = mapped_column(Float, default=0.0)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     open_until: Mapped[float] = mapped_column(Float, default=0.0)
+    #: Why calls pause until open_until when it is not a run of failures (a ban).
+    open_reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    #: The MasterAdmin's API token, shared by every process (a bearer credential: never
+    #: logged; the database holds it as the config holds the password).
+    token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    token_valid_to: Mapped[float] = mapped_column(Float, default=0.0)
+    #: When the fleet logs in again, a little before token_valid_to.
+    token_renew_at: Mapped[float] = mapped_column(Float, default=0.0)
+    #: A process is logging in until then; the others wait for its token.
+    login_until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class StaffRole(enum.StrEnum):

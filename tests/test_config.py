@@ -404,8 +404,7 @@ def test_mappings_check_on_a_bad_config_exits_with_the_message(tmp_path):
     assert "Traceback" not in result.output
     assert result.output.startswith("Error: ")
     assert (
-        "mailserver.rate_limit_per_s: Must be greater than or equal to 0.1 and less"
-        in result.output
+        "mailserver.rate_limit_per_s: must be between 0.1 and 15 calls per second" in result.output
     )
 
 
@@ -438,3 +437,67 @@ def test_usage_refresh_hours() -> None:
     tree["usage"] = {"refresh_h": 0}
     with pytest.raises(ConfigError, match="usage.refresh_h"):
         parse_settings(tree, {})
+
+# Mail-server safety settings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [15, 0.5])
+def test_rate_limit_up_to_15_is_accepted(tmp_path, rate):
+    data = tree()
+    data["mailserver"]["rate_limit_per_s"] = rate
+    assert load_config(write(tmp_path, data), environ={}).mailserver.rate_limit_per_s == rate
+
+
+def test_rate_limit_above_15_is_refused_with_the_reason(tmp_path):
+    data = tree()
+    data["mailserver"]["rate_limit_per_s"] = 16
+    message = config_error(tmp_path, data).message
+    assert "mailserver.rate_limit_per_s: must be between 0.1 and 15 calls per second" in message
+    assert "bans repeat offenders" in message
+
+
+def test_defaults_rate_10_and_retry_after_cap_one_hour(tmp_path):
+    settings = load_config(write(tmp_path, tree()), environ={})
+    assert settings.mailserver.rate_limit_per_s == 10
+    assert settings.mailserver.max_retry_after_s == 3600
+    assert settings.mailserver.insecure_tls_i_understand is False
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8025", "http://localhost:8025", "http://[::1]:8025", "http://127.8.0.2"],
+)
+def test_plain_http_is_fine_on_loopback(tmp_path, url):
+    data = tree()
+    data["mailserver"]["base_url"] = url
+    assert load_config(write(tmp_path, data), environ={}).mailserver.base_url == url
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        (
+            {"base_url": "http://mail.example.net"},
+            "mailserver.base_url: plain http:// sends the MasterAdmin credentials unencrypted",
+        ),
+        (
+            {"base_url": "http://10.0.0.5:8025"},
+            "mailserver.base_url: plain http:// sends the MasterAdmin credentials unencrypted",
+        ),
+        (
+            {"base_url": "https://mail.example.net", "verify_tls": False},
+            "mailserver.verify_tls: false turns certificate checks off",
+        ),
+    ],
+    ids=["http-remote-name", "http-remote-address", "verify-off"],
+)
+def test_weakened_tls_is_refused_without_the_switch(tmp_path, change, line):
+    data = tree()
+    data["mailserver"].update(change)
+    message = config_error(tmp_path, data).message
+    assert line in message
+    assert "insecure_tls_i_understand" in message  # says how, for a test server
+
+    data["mailserver"]["insecure_tls_i_understand"] = True
+    settings = load_config(write(tmp_path, data), environ={})
+    assert settings.mailserver.insecure_tls_i_understand is True

@@ -1,8 +1,11 @@
 """NMS API v1 client: one method per call the bridge makes, typed results, failures by cause.
 
 What the bridge relies on, documented or assumed: docs/nms-api.md.
-Token: password login once, reused until it expires or a 401 says otherwise (then one
-re-login and one retry). Every call passes the shared RateLimiter first.
+Token: one password login per token lifetime for every process sharing the database (the
+token lives in the gate row, see ratelimit.py), reused until it is due for renewal or a 401
+says otherwise (then one re-login, by one process, and one retry). Every call passes the
+shared RateLimiter first. Redirects are never followed, so the credentials go only to
+`mailserver.base_url`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
 from bridge import metrics
 from bridge.config import MailServerSettings
 from bridge.mailserver.errors import PermanentError, TransientError, truncate
-from bridge.mailserver.ratelimit import RateLimiter
+from bridge.mailserver.ratelimit import RateLimiter, SharedToken, when
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,12 @@ QUOTA_FIELDS = {
 }
 PAGE = 50
 TOKEN_MARGIN_S = 300
+#: How long a ban lasts when the server does not say (the NMS documents "an hour or more").
+DEFAULT_BAN_S = 3600.0
+#: How often a process waiting for another's login looks for the new token.
+LOGIN_POLL_S = 0.1
+#: `error` codes of a 403 or 429 that mean the server banned this client address.
+BAN_CODES = ("ip_banned", "banned", "ip_blocked", "blocked")
 
 
 @dataclass(frozen=True)
@@ -128,14 +139,22 @@ def join_list(values: tuple[str, ...] | list[str]) -> str:
     return ",".join(values)
 
 
+def segment(name: str) -> str:
+    """A username as one path segment: `/`, `?`, `#`, `%` and the rest percent-encoded."""
+    return quote(name, safe="")
+
+
 class TokenCache:
-    """One token per process, shared by its threads; never logged."""
+    """This process's copy of the fleet's token, shared by its threads; never logged."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.token: str | None = None
         self.valid_to = 0.0
-        self.margin = float(TOKEN_MARGIN_S)
+        self.renew_at = 0.0
+        #: The last token the server refused: never taken from the database again.
+        self.rejected: str | None = None
+        #: Logins this process made.
         self.logins = 0
 
 
@@ -153,13 +172,26 @@ class MailServer:
         self.settings = settings
         self.limiter = limiter
         self.http = http or requests.Session()
-        # Passed on every request too: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
-        # override a session's setting (psf/requests#3829); the config must win.
+        # Nothing from the environment: no CA variables (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE,
+        # which requests lets override a session's verify, psf/requests#3829), no proxy
+        # variables, no ~/.netrc credentials. Only the config decides where calls go and
+        # which certificates count; verify is also passed on every request.
+        self.http.trust_env = False
         self.verify: bool | str = settings.ca_bundle or settings.verify_tls
         self.http.verify = self.verify
         self.http.headers["User-Agent"] = "mailbridge/0.1"
         self.tokens = TokenCache()
         self.clock = clock
+        #: List routes that answered 200 here: a later 404 on them is an empty page.
+        self.lists_seen: set[str] = set()
+        if settings.insecure_tls_i_understand:
+            log.warning(
+                "INSECURE: mailserver.insecure_tls_i_understand is set (base_url %s, "
+                "verify_tls %s): the MasterAdmin password and token may travel unencrypted "
+                "or to an unchecked server. Use it only for a test server.",
+                settings.base_url,
+                settings.verify_tls,
+            )
 
     def client(self, deadline: float | None = None) -> MailServerClient:
         """A client for one reconcile; `deadline` is a time.monotonic() value."""
@@ -254,7 +286,10 @@ class MailServerClient:
     def update_account(self, username: str, changes: dict[str, Any]) -> None:
         """PATCH /api/v1/accounts/<username>/ with only the changed fields."""
         self._call(
-            "PATCH", f"/api/v1/accounts/{username}/", changes, route="/api/v1/accounts/{username}/"
+            "PATCH",
+            f"/api/v1/accounts/{segment(username)}/",
+            changes,
+            route="/api/v1/accounts/{username}/",
         )
 
     def cascade(self, username: str, action: str) -> None:
@@ -263,7 +298,7 @@ class MailServerClient:
             raise ValueError(action)
         self._call(
             "PATCH",
-            f"/api/v1/accounts/cascade/domainadmin/{username}/{action}/",
+            f"/api/v1/accounts/cascade/domainadmin/{segment(username)}/{action}/",
             route=f"/api/v1/accounts/cascade/domainadmin/{{username}}/{action}/",
         )
 
@@ -271,9 +306,33 @@ class MailServerClient:
         """Delete a DomainAdmin and what it owns (the WHMCS plugin's cascade delete)."""
         self._call(
             "DELETE",
-            f"/api/v1/accounts/cascade/domainadmin/{username}/",
+            f"/api/v1/accounts/cascade/domainadmin/{segment(username)}/",
             route="/api/v1/accounts/cascade/domainadmin/{username}/",
         )
+
+    def delete_account(self, username: str) -> None:
+        """DELETE /api/v1/accounts/<username>/: one account (a MailUser, or a DomainAdmin
+        without domains). Used only when the cascade delete route is missing."""
+        self._call(
+            "DELETE",
+            f"/api/v1/accounts/{segment(username)}/",
+            route="/api/v1/accounts/{username}/",
+        )
+
+    def delete_domain(self, domain: str) -> bool:
+        """Delete a domain, or a relay domain of that name; False when neither exists.
+        Used only when the cascade delete route is missing."""
+        for path, key in (
+            ("/api/v1/domains/", "domain"),
+            ("/api/v1/relaydomains/", "relay_domain"),
+        ):
+            try:
+                self._call("DELETE", path, {key: domain})
+                return True
+            except PermanentError as exc:
+                if exc.status != 404:
+                    raise
+        return False
 
     def transfer_ownership(self, receiver: str) -> None:
         """Make `receiver` own everything under its `domains`.
@@ -282,7 +341,7 @@ class MailServerClient:
         """
         self._call(
             "POST",
-            f"/api/v1/accounts/cascade/ownership/domainadmin/{receiver}/",
+            f"/api/v1/accounts/cascade/ownership/domainadmin/{segment(receiver)}/",
             route="/api/v1/accounts/cascade/ownership/domainadmin/{username}/",
         )
 
@@ -294,6 +353,15 @@ class MailServerClient:
     def storage_stats_page(self, start: int) -> list[AdminUsage]:
         """One page (50) of `GET /api/v1/stats/quota/?perm_level=DomainAdmin`: storage in MB."""
         return [AdminUsage.from_api(r) for r in self._page("/api/v1/stats/quota/", start, None)]
+
+    def probe(self) -> None:
+        """One light call (the bridge's own account, one row) to learn whether the server
+        answers again while the circuit is open."""
+        self._call(
+            "GET",
+            "/api/v1/accounts/",
+            params={"search": self.settings.username, "limit": 1, "start": 0},
+        )
 
     # ---- plumbing --------------------------------------------------------------------
 
@@ -314,16 +382,46 @@ class MailServerClient:
         return [e for e in entries if isinstance(e, dict) and e.get("username")]
 
     def _list(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Page through a list. An empty page may come as 200 `{"accounts": []}`, as 204,
+        or as a 404 from a list route known to exist (docs/nms-api.md#empty-pages)."""
         start = 0
         while True:
-            data = self._call("GET", path, params={**params, "limit": PAGE, "start": start})
+            try:
+                data = self._call("GET", path, params={**params, "limit": PAGE, "start": start})
+            except PermanentError as exc:
+                if exc.status == 404 and self._list_exists(path):
+                    return
+                raise
+            if data is None:  # 204: nothing (more) to list
+                return
             entries = data.get("accounts") if isinstance(data, dict) else None
             if not isinstance(entries, list):
                 raise TransientError("unexpected_answer", f"GET {path} answered without a list")
+            self.server.lists_seen.add(path)
             yield from entries
             if len(entries) < PAGE:
                 return
             start += PAGE
+
+    def _list_exists(self, path: str) -> bool:
+        """Whether a 404 on this list route means "nothing matched" rather than "no such
+        route": true once the route has answered 200 in this process; otherwise one
+        confirming call without filters (the caller itself is always listed) settles it."""
+        if path in self.server.lists_seen:
+            return True
+        try:
+            self._call("GET", path, params={"limit": 1, "start": 0})
+        except PermanentError as exc:
+            if exc.status != 404:
+                raise
+            raise PermanentError(
+                "not_found",
+                f"GET {path} is not served by the mail server (HTTP 404 even without a "
+                "filter); check mailserver.base_url",
+                status=404,
+            ) from None
+        self.server.lists_seen.add(path)
+        return True
 
     def _timeout(self) -> tuple[float, float]:
         connect, read = self.settings.connect_timeout_s, self.settings.read_timeout_s
@@ -335,50 +433,86 @@ class MailServerClient:
         return connect, read
 
     def _token(self) -> str:
+        """The fleet's token: this process's copy, else the database's, else a login made
+        by one process at a time (the others wait for it and share it)."""
         cache = self.server.tokens
+        limiter = self.server.limiter
         with cache.lock:
-            if cache.token and cache.valid_to - cache.margin > self.server.clock():
+            if cache.token and cache.renew_at > self.server.clock():
                 return cache.token
             cache.token = None
-            body = {"username": self.settings.username, "password": self.settings.password}
+            if limiter is None:
+                return self._adopt(self._login())
+            lease = self.settings.connect_timeout_s + self.settings.read_timeout_s + 5
+            while True:
+                claim = limiter.claim_login(cache.rejected, lease)
+                if isinstance(claim, SharedToken):
+                    return self._adopt(claim)
+                if claim:
+                    break
+                # Another process is logging in: its token will be in the row shortly.
+                if self.deadline is not None and time.monotonic() + LOGIN_POLL_S > self.deadline:
+                    raise TransientError(
+                        "inline_timeout", "out of time waiting for another process's login"
+                    )
+                limiter.sleep(LOGIN_POLL_S)
             try:
-                data = self._send("POST", "/api/v1/auth/", body, auth=None)
-            except PermanentError as exc:
-                if exc.status not in (400, 401, 403):
-                    raise  # e.g. a TLS failure: say that, not "check the password"
-                raise PermanentError(
-                    "mailserver_login_failed",
-                    f"the mail server refused the bridge's login ({exc.message}); check "
-                    "mailserver.username and mailserver.password",
-                ) from None
-            auth = data.get("auth") if isinstance(data, dict) else None
-            if (
-                not isinstance(auth, dict)
-                or auth.get("status") != "success"
-                or not auth.get("auth_token")
-            ):
-                raise PermanentError(
-                    "mailserver_login_failed",
-                    "the mail server refused the bridge's login; check mailserver.username "
-                    "and mailserver.password",
-                )
-            cache.token = str(auth["auth_token"])
-            now = self.server.clock()
-            cache.valid_to = float(auth.get("valid_to") or now + 3600)
-            # Renew a little before expiry: 5 min for the NMS's 24 h tokens, a tenth of
-            # the lifetime for short ones, so a short-lived token is still reused.
-            lifetime = cache.valid_to - float(auth.get("valid_from") or now)
-            cache.margin = min(TOKEN_MARGIN_S, max(0.0, lifetime) / 10)
-            cache.logins += 1
-            metrics.LOGINS.inc()
-            log.info("logged in to the mail server as %s", self.settings.username)
-            return cache.token
+                fresh = self._login()
+            except BaseException:
+                limiter.release_login()
+                raise
+            limiter.store_token(fresh)
+            return self._adopt(fresh)
+
+    def _adopt(self, token: SharedToken) -> str:
+        cache = self.server.tokens
+        cache.token, cache.valid_to, cache.renew_at = token.token, token.valid_to, token.renew_at
+        return token.token
+
+    def _login(self) -> SharedToken:
+        """POST /api/v1/auth/ with the MasterAdmin's password."""
+        body = {"username": self.settings.username, "password": self.settings.password}
+        try:
+            data = self._send("POST", "/api/v1/auth/", body, auth=None)
+        except PermanentError as exc:
+            if exc.status not in (400, 401, 403):
+                raise  # e.g. a TLS failure: say that, not "check the password"
+            raise PermanentError(
+                "mailserver_login_failed",
+                f"the mail server refused the bridge's login ({exc.message}); check "
+                "mailserver.username and mailserver.password",
+            ) from None
+        auth = data.get("auth") if isinstance(data, dict) else None
+        if (
+            not isinstance(auth, dict)
+            or auth.get("status") != "success"
+            or not auth.get("auth_token")
+        ):
+            raise PermanentError(
+                "mailserver_login_failed",
+                "the mail server refused the bridge's login; check mailserver.username "
+                "and mailserver.password",
+            )
+        now = self.server.clock()
+        valid_to = float(auth.get("valid_to") or now + 3600)
+        # Renew a little before expiry: 5 min for the NMS's 24 h tokens, a tenth of the
+        # lifetime for short ones, so a short-lived token is still reused.
+        lifetime = valid_to - float(auth.get("valid_from") or now)
+        margin = min(TOKEN_MARGIN_S, max(0.0, lifetime) / 10)
+        self.server.tokens.logins += 1
+        metrics.LOGINS.inc()
+        log.info("logged in to the mail server as %s", self.settings.username)
+        return SharedToken(str(auth["auth_token"]), valid_to, valid_to - margin)
 
     def _forget_token(self, token: str) -> None:
+        """The server refused `token`: never use it again, here or in any process."""
         cache = self.server.tokens
         with cache.lock:
+            cache.rejected = token
             if cache.token == token:
                 cache.token = None
+            if self.server.limiter is not None:
+                self.server.limiter.drop_token(token)
 
     def _call(
         self,
@@ -398,7 +532,8 @@ class MailServerClient:
         except PermanentError as exc:
             if exc.status != 401:
                 raise
-        # The token expired or was revoked early: log in again, once, and retry once.
+        # The token expired or was revoked early (or another process's login replaced it on
+        # a server that keeps one token per user): take the newer one or log in, and retry.
         self._forget_token(token)
         token = self._token()
         try:
@@ -443,6 +578,7 @@ class MailServerClient:
                 auth=auth,
                 timeout=self._timeout(),
                 verify=self.server.verify,
+                allow_redirects=False,
             )
         except requests.Timeout:
             error: TransientError | PermanentError = TransientError(
@@ -480,12 +616,15 @@ class MailServerClient:
         if limiter is None:
             return
         if isinstance(error, TransientError):
-            limiter.failed(error.retry_after, throttled=error.reason == "rate_limited")
+            limiter.failed(
+                error.retry_after,
+                throttled=error.reason == "rate_limited",
+                banned=error.reason == "mailserver_banned",
+            )
         else:
             limiter.succeeded()  # the server is alive; it just said no
 
-    @staticmethod
-    def _interpret(method: str, path: str, response: requests.Response) -> Any:
+    def _interpret(self, method: str, path: str, response: requests.Response) -> Any:
         status = response.status_code
         where = f"{method} {path}"
         content_type = response.headers.get("Content-Type", "")
@@ -496,10 +635,31 @@ class MailServerClient:
             except ValueError:
                 data = None
         message = ""
+        code = data.get("error") if isinstance(data, dict) else None
         if isinstance(data, dict):
             message = str(data.get("message") or (data.get("auth") or {}).get("message") or "")
+        if 300 <= status < 400:
+            # Never followed: the credentials go only to the configured origin.
+            location = truncate(response.headers.get("Location") or "(no Location)", 200)
+            raise PermanentError(
+                "mailserver_redirect",
+                f"{where}: HTTP {status} redirect to {location}; the bridge does not follow "
+                "redirects, so its credentials go only to mailserver.base_url: set base_url "
+                "to the address the mail server really answers on",
+                status=status,
+            )
+        retry_after = self._retry_after(response.headers.get("Retry-After"))
+        if status in (403, 429) and (code in BAN_CODES or (status == 403 and retry_after)):
+            seconds = retry_after or min(DEFAULT_BAN_S, self.settings.max_retry_after_s)
+            raise TransientError(
+                "mailserver_banned",
+                f"{where}: the mail server banned us until "
+                f"{when(self.server.clock() + seconds)} ({truncate(message or str(code), 120)}); "
+                "events wait and go out after it",
+                status=status,
+                retry_after=seconds,
+            )
         if status == 429:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
             raise TransientError(
                 "rate_limited",
                 f"{where}: the mail server asked us to slow down",
@@ -515,11 +675,13 @@ class MailServerClient:
             raise PermanentError(
                 "unauthorized", f"{where}: {message or 'unauthorized'}", status=401
             )
+        if status == 404 and method == "GET" and isinstance(data, dict):
+            if data.get("accounts") == []:
+                return data  # "nothing found", said with a 404
         if status >= 400:
             reason = {400: "rejected", 403: "not_permitted", 404: "not_found", 409: "conflict"}.get(
                 status, "rejected"
             )
-            code = data.get("error") if isinstance(data, dict) else None
             detail = f" ({code})" if isinstance(code, str) and code else ""
             raise PermanentError(
                 reason,
@@ -542,16 +704,23 @@ class MailServerClient:
             )
         return data
 
+    def _retry_after(self, value: str | None) -> float | None:
+        """Retry-After in seconds (RFC 9110 section 10.2.3: seconds or an HTTP date), capped
+        at mailserver.max_retry_after_s so no answer can stop provisioning for long."""
+        if not value:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - self.server.clock()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+        if seconds != seconds:  # NaN
+            return None
+        return min(max(0.0, seconds), self.settings.max_retry_after_s)
+
 
 def _measure(method: str, route: str, status: str, started: float) -> None:
     metrics.MAILSERVER_CALLS.labels(method, route, status).inc()
     metrics.MAILSERVER_SECONDS.labels(method, route).observe(time.monotonic() - started)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

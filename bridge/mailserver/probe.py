@@ -35,6 +35,7 @@ from bridge.mailserver.profile import (
     ZeroQuota,
     profile_key,
 )
+from bridge.mailserver.ratelimit import RateLimiter
 from bridge.passwords import check_and_hash
 
 PREFIX = "zz-bridge-probe-"
@@ -47,6 +48,8 @@ USAGE_FIELDS = tuple(used for _, used in QUOTA_FIELDS.values())
 FAR_START = 1_000_000
 #: At most this many quick calls look for the server's rate limit (--probe-rate-limit).
 BURST = 40
+#: The longest pause (a 429's Retry-After, say) the probe waits out instead of stopping.
+MAX_WAIT_S = 60.0
 
 # ---- checks ------------------------------------------------------------------------------
 
@@ -325,10 +328,7 @@ class Probe:
         limiter = self.server.limiter if limited else None
         for attempt in (1, 2):
             if limiter is not None:
-                try:
-                    limiter.acquire()
-                except TransientError as exc:
-                    raise ProbeAborted(f"{exc.reason}: {exc.message}") from None
+                self._take_slot(limiter)
             self.calls += 1
             try:
                 response = self.server.http.request(
@@ -371,6 +371,23 @@ class Probe:
                 )
             return answer
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _take_slot(self, limiter: RateLimiter) -> None:
+        """A call slot from the shared limiter. The limiter never sleeps long itself (it
+        answers `rate_limited` with the wait instead); a short pause, such as the
+        Retry-After of a 429, the probe waits out once, a long one stops the run."""
+        try:
+            limiter.acquire()
+            return
+        except TransientError as exc:
+            wait = exc.retry_after
+            if wait is None or wait > MAX_WAIT_S:
+                raise ProbeAborted(f"{exc.reason}: {exc.message}") from None
+        limiter.sleep(wait)
+        try:
+            limiter.acquire()
+        except TransientError as exc:
+            raise ProbeAborted(f"{exc.reason}: {exc.message}") from None
 
     def _login(self, username: str, password: str) -> tuple[Answer, str | None]:
         answer = self._send(
@@ -777,7 +794,9 @@ class Probe:
         self.observed["rate_limit_status"] = refusal.status
         self.observed["retry_after"] = seconds
         if self.server.limiter is not None:
-            self.server.limiter.failed(seconds, throttled=True)  # every process waits it out
+            # every process waits it out; a 403 is a ban, which the gate keeps to its end
+            banned = refusal.status == 403
+            self.server.limiter.failed(seconds, throttled=not banned, banned=banned)
         shown = f"HTTP {refusal.status}, Retry-After {refusal.retry_after or 'absent'}"
         if refusal.status == 429 and seconds is not None:
             self._check("rate_limit", shown, Verdict.OK)

@@ -16,7 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.lifecycle import ServiceState
-from bridge.mailserver import Account, DomainAdmin, MailServerClient, PermanentError
+from bridge.mailserver import (
+    Account,
+    DomainAdmin,
+    MailServerClient,
+    PermanentError,
+    TransientError,
+)
 from bridge.mailserver.client import QUOTA_FIELDS, join_list
 from bridge.passwords import check_and_hash
 
@@ -153,7 +159,11 @@ def plan(
         delete_at = desired.delete_at or now
         if now >= delete_at:
             result.drift.append(Difference("exists", False, True))
-            result.add("delete", f'delete DomainAdmin "{desired.username}" and its mail')
+            result.add(
+                "delete",
+                f'delete DomainAdmin "{desired.username}" and its mail',
+                domains=actual.domains,
+            )
             return result
         result.due_at = delete_at
         result.note = f"deletion after the grace period, at {delete_at.isoformat()}"
@@ -182,7 +192,9 @@ def plan(
     # Quotas, recovery e-mail and password go in one PATCH: the fewest calls.
     fields: dict[str, Any] = {QUOTA_FIELDS[b][0]: v for b, v in changes.items()}
     said = [f"{b} {actual.limits.get(b)} -> {v}" for b, v in changes.items()]
-    if desired.recovery_email and actual.recovery_email != desired.recovery_email:
+    # Compared without letter case: a server that lower-cases e-mails must not cost a PATCH
+    # on every reconcile.
+    if desired.recovery_email and not same(actual.recovery_email, desired.recovery_email):
         result.drift.append(
             Difference("recovery_email", desired.recovery_email, actual.recovery_email)
         )
@@ -262,6 +274,11 @@ def not_linked(source: str, service_ref: str, username: str | None) -> Permanent
     )
 
 
+def same(a: str | None, b: str | None) -> bool:
+    """Usernames, e-mails and domain names are equal whatever their letter case."""
+    return (a or "").casefold() == (b or "").casefold()
+
+
 def _plan_transfer(desired: Desired, actual: DomainAdmin, target: Any, result: Plan) -> None:
     if not desired.transfer_to_bound:
         raise PermanentError(
@@ -281,14 +298,32 @@ def _plan_transfer(desired: Desired, actual: DomainAdmin, target: Any, result: P
     if not moving and not owns_something:
         result.add("transfer_done", "nothing left to transfer")
         return
+    # The receiver takes over the giver's usage: refuse before any write when it lacks room.
+    short = [
+        f"{USAGE_WORDS[b]}: {target.used.get(b, 0) or 0} in use + {actual.used.get(b, 0) or 0} "
+        f"moving > limit {target.limits.get(b, 0)}"
+        for b in QUOTA_FIELDS
+        if (target.used.get(b, 0) or 0) + (actual.used.get(b, 0) or 0) > target.limits.get(b, 0)
+        and (actual.used.get(b, 0) or 0) > 0
+    ]
+    if short:
+        raise PermanentError(
+            "transfer_over_quota",
+            f'the receiving DomainAdmin "{target.username}" lacks room for what '
+            f'"{actual.username}" owns ({"; ".join(short)}); raise the receiving service\'s '
+            "bundle first, then retry",
+        )
+    known = {d.casefold() for d in target.domains}
     result.drift.append(Difference("owner_of_domains", target.username, actual.username))
     result.add(
         "transfer",
         f"move {', '.join(moving) or 'remaining objects'} to {target.username} and transfer "
         "their ownership",
         target=target.username,
-        target_domains=tuple(dict.fromkeys((*target.domains, *moving))),
+        target_domains=(*target.domains, *(d for d in moving if d.casefold() not in known)),
+        target_before=target.domains,
         moving=moving,
+        owned=owns_something,
     )
 
 
@@ -340,20 +375,111 @@ def execute(
                         client.update_account(user.username, {"enabled": 0})
             record["suspended_accounts"] = None
         elif step.kind == "delete":
-            client.delete_domainadmin(username)
+            try:
+                client.delete_domainadmin(username)
+            except PermanentError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                # The account was just read, so a 404 here means the route is missing.
+                delete_step_by_step(client, username, step.args.get("domains", ()))
             record["deleted"] = True
         elif step.kind == "transfer":
-            target = step.args["target"]
-            client.update_account(target, {"domains": join_list(step.args["target_domains"])})
-            if step.args["moving"]:
-                client.update_account(username, {"domains": ""})
-            client.transfer_ownership(target)
+            _transfer(client, username, step.args)
             record["transfer_done"] = True
         elif step.kind == "transfer_done":
             record["transfer_done"] = True
         else:  # pragma: no cover - plan() makes only the kinds above
             raise ValueError(step.kind)
     return record
+
+
+def _transfer(client: MailServerClient, giver: str, args: dict[str, Any]) -> None:
+    """List the domains under the receiver, take them off the giver, transfer ownership;
+    if the ownership call fails, give the domains back so administration and ownership
+    do not part ways."""
+    target, moving = args["target"], args["moving"]
+    client.update_account(target, {"domains": join_list(args["target_domains"])})
+    if moving:
+        client.update_account(giver, {"domains": ""})
+    try:
+        client.transfer_ownership(target)
+    except (TransientError, PermanentError) as exc:
+        if isinstance(exc, TransientError) and _transfer_happened(client, giver, args):
+            return  # the answer was lost, the transfer was not
+        try:
+            client.update_account(target, {"domains": join_list(args["target_before"])})
+            if moving:
+                client.update_account(giver, {"domains": join_list(moving)})
+        except (TransientError, PermanentError) as undo:
+            # The giver lists nothing now: the next attempt completes the transfer forwards.
+            raise _noted(
+                exc,
+                f"ownership transfer failed and giving the domains back failed too "
+                f"({undo.reason}); the next attempt completes it",
+            ) from None
+        raise _noted(
+            exc, f"ownership transfer failed; the domains were given back to {giver}"
+        ) from None
+
+
+def _noted(exc: TransientError | PermanentError, note: str) -> TransientError | PermanentError:
+    """The same failure, with what the bridge did about it first in the message."""
+    message = f"{note}: {exc.message}"
+    if isinstance(exc, TransientError):
+        return TransientError(exc.reason, message, status=exc.status, retry_after=exc.retry_after)
+    return PermanentError(exc.reason, message, status=exc.status)
+
+
+def _transfer_happened(client: MailServerClient, giver: str, args: dict[str, Any]) -> bool:
+    """After a lost answer: the giver owned objects before and owns none now."""
+    if not args.get("owned"):
+        return False
+    try:
+        now = client.find_domainadmin(giver)
+    except (TransientError, PermanentError):
+        return False
+    return isinstance(now, DomainAdmin) and not any(
+        now.used.get(b, 0) for b in QUOTA_FIELDS if b != "storage_mb"
+    )
+
+
+def delete_step_by_step(client: MailServerClient, username: str, domains: tuple[str, ...]) -> None:
+    """Delete a DomainAdmin without the cascade route (docs/nms-api.md#cascade-delete): the
+    mailboxes and the domains only it administers, then the account. A domain that another
+    DomainAdmin also lists is not this account's alone: it is only taken off its list."""
+    others = {
+        d.casefold()
+        for da in client.list_domainadmins()
+        if not same(da.username, username)
+        for d in da.domains
+    }
+    own = tuple(d for d in domains if d.casefold() not in others)
+    step = "the mailboxes"
+    try:
+        for user in client.list_mailusers(own):
+            client.delete_account(user.username)
+        for domain in own:
+            step = f"the domain {domain}"
+            client.delete_domain(domain)
+        step = "emptying its domains"
+        if domains:
+            client.update_account(username, {"domains": ""})
+        step = "the account"
+        client.delete_account(username)
+    except PermanentError as exc:
+        if (
+            step == "the account"
+            and exc.status == 404
+            and client.find_domainadmin(username) is None
+        ):
+            return  # gone already (deleted by hand meanwhile), not a missing route
+        raise PermanentError(
+            "delete_incomplete",
+            f'the mail server has no cascade delete route, and deleting "{username}" step by '
+            f"step stopped at {step}: {exc.message}. The account stays disabled; delete what "
+            "is left in the NMS portal, then retry",
+            status=exc.status,
+        ) from None
 
 
 def delete_time(requested_at: datetime | None, grace_days: float) -> datetime | None:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select, text
 
 from bridge import migrate
 from bridge.lifecycle import EventStatus
-from bridge.mailserver.ratelimit import GateState
+from bridge.mailserver.ratelimit import MAX_SLEEP_S, GateState, when
 from bridge.models import Event, Service
 from bridge.runtime import Runtime
 from bridge.support import usage
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def readiness(rt: Runtime) -> dict[str, dict[str, Any]]:
-    """Database reachable, schema current, mail-server circuit closed; one entry each."""
+    """Database reachable, schema current, mail-server calls not paused (by the circuit, a
+    ban or a Retry-After; the reason and its end are reported); one entry each."""
     checks: dict[str, dict[str, Any]] = {}
     try:
         with rt.engine.connect() as conn:
@@ -46,11 +47,23 @@ def readiness(rt: Runtime) -> dict[str, dict[str, Any]]:
     if checks["database"]["ok"] and limiter is not None:
         gate = limiter.state()
         now = time.time()
+        # Not ready while calls are refused outright (circuit, ban) or held longer than a
+        # caller would wait; a pause of a few seconds after a 429 is reported, not failed.
+        held = gate.circuit_open(now) or gate.blocked_until - now > MAX_SLEEP_S
         checks["mailserver"] = {
-            "ok": not gate.circuit_open(now),
+            "ok": not held,
             "consecutive_failures": gate.failures,
             "circuit_open_for_s": max(0, round(gate.open_until - now)),
         }
+        if gate.pause_s(now) > 0:
+            # Why calls wait and until when: a ban, a Retry-After, or the circuit's pause.
+            if gate.banned(now):
+                why, end = "mailserver_banned", gate.open_until
+            elif gate.circuit_open(now) and gate.open_until >= gate.blocked_until:
+                why, end = "circuit_open", gate.open_until
+            else:
+                why, end = "rate_limited", gate.blocked_until
+            checks["mailserver"].update(blocked=why, blocked_until=when(end))
     return checks
 
 

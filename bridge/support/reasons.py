@@ -83,6 +83,24 @@ REASONS: dict[str, Explanation] = {
         "Calls to the mail server are paused after repeated failures", _WAIT
     ),
     "rate_limited": Explanation("The mail server asked the bridge to slow down", _WAIT),
+    "mailserver_banned": Explanation(
+        "The mail server banned the bridge's address for a while (the message says until when)",
+        "Nothing is lost: events wait and go out after the ban. If bans recur, lower "
+        "mailserver.rate_limit_per_s or ask the mail-server provider to whitelist the address.",
+    ),
+    "transfer_over_quota": Explanation(
+        "The receiving DomainAdmin has no room for what the transfer would give it",
+        "Raise the receiving service's bundle in the billing system, then press Retry.",
+    ),
+    "delete_incomplete": Explanation(
+        "The mail server has no cascade delete, and deleting step by step stopped",
+        "Delete what the message names in the NMS portal, then press Retry.",
+    ),
+    "mailserver_redirect": Explanation(
+        "The mail server answered with a redirect, which the bridge never follows",
+        "Set mailserver.base_url to the address the message names (if it is yours), "
+        "restart, then press Retry.",
+    ),
     "error_body_with_200": Explanation(
         "The mail server said OK but its answer reported an error", _WAIT
     ),

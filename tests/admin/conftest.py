@@ -51,7 +51,7 @@ def config_tree(config_tree: dict[str, Any], request: pytest.FixtureRequest) -> 
     """Tests that use `sim` talk to it (inline apply on); the others see no mail server."""
     if "sim" in request.fixturenames:
         helper: Sim = request.getfixturevalue("sim")
-        config_tree["mailserver"].update(base_url=helper.url, rate_limit_per_s=20)
+        config_tree["mailserver"].update(base_url=helper.url, rate_limit_per_s=15)
         config_tree["intake"]["inline_timeout_s"] = 10
     return config_tree
 

@@ -53,7 +53,7 @@ def php() -> str:
 @pytest.fixture
 def config_tree(config_tree: dict[str, Any], sim: Sim) -> dict[str, Any]:  # noqa: F811
     """The provisioning set-up (simulator, inline apply) with production body limits."""
-    config_tree["mailserver"].update(base_url=sim.url, rate_limit_per_s=20)
+    config_tree["mailserver"].update(base_url=sim.url, rate_limit_per_s=15)
     config_tree["intake"].update(inline_timeout_s=10, max_body_bytes=262144)
     config_tree["client_setup"] = {
         "mail_hostname": "mail.example.net",

@@ -413,7 +413,7 @@ def test_a_ca_bundle_is_what_verifies(make_server, tmp_path):
 
 
 def test_only_verify_tls_false_turns_verification_off(make_server):
-    assert make_server(verify_tls=False).http.verify is False
+    assert make_server(verify_tls=False, insecure_tls_i_understand=True).http.verify is False
 
 
 @pytest.fixture(scope="module")
@@ -481,7 +481,7 @@ def test_the_configured_ca_bundle_is_what_verifies(make_server, tls_sim, clean_c
 
 def test_verify_tls_false_really_turns_verification_off(make_server, tls_sim, clean_ca_env):
     url, _cert = tls_sim
-    careless = make_server(base_url=url, verify_tls=False)
+    careless = make_server(base_url=url, verify_tls=False, insecure_tls_i_understand=True)
     with pytest.warns(InsecureRequestWarning):
         assert careless.client().find_domainadmin("mail7") is None
 
@@ -497,7 +497,7 @@ def test_tls_settings_win_over_ca_variables_in_the_environment(
     if setting == "ca_bundle":
         mailserver = make_server(base_url=url, ca_bundle=str(cert))
     else:
-        mailserver = make_server(base_url=url, verify_tls=False)
+        mailserver = make_server(base_url=url, verify_tls=False, insecure_tls_i_understand=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureRequestWarning)
         assert mailserver.client().find_domainadmin("mail7") is None

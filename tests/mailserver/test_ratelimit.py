@@ -17,10 +17,11 @@ from bridge.mailserver import RateLimiter, TransientError
 from bridge.mailserver.ratelimit import (
     DEFAULT_RETRY_AFTER_S,
     FAILURES_TO_OPEN,
-    FIRST_COOLDOWN_S,
-    MAX_COOLDOWN_S,
+    MAX_SLEEP_S,
+    PROBE_INTERVAL_S,
     SPACING_MARGIN,
     DeadlineExceeded,
+    SharedToken,
 )
 from bridge.models import Gate
 from bridge.web import runtime
@@ -117,8 +118,8 @@ def test_a_429_pushes_every_later_acquire_past_blocked_until(engine, fake):
     rate = 10.0
     lim, other = limiter(engine, fake, rate), limiter(engine, fake, rate)
     take(lim, fake)
-    lim.failed(7, throttled=True)
-    blocked_until = T0 + 7
+    lim.failed(2, throttled=True)
+    blocked_until = T0 + 2
     assert lim.state().blocked_until == pytest.approx(blocked_until)
 
     departures = [take(x, fake) for x in (other, lim, other, lim)]
@@ -128,9 +129,29 @@ def test_a_429_pushes_every_later_acquire_past_blocked_until(engine, fake):
     assert min(gaps) >= SPACING_MARGIN / rate - EPS
 
 
+def test_a_long_block_is_raised_not_slept_through(engine, fake):
+    """A worker sleeping through a long Retry-After could not stop on SIGTERM (and would
+    hold its service's lease): beyond MAX_SLEEP_S the caller is told when to come back."""
+    lim, other = limiter(engine, fake), limiter(engine, fake)
+    lim.failed(600, throttled=True)
+    for x in (lim, other):
+        with pytest.raises(TransientError) as caught:
+            x.acquire()
+        assert caught.value.reason == "rate_limited"
+        assert caught.value.retry_after == pytest.approx(600)
+    assert fake.waits == []
+    fake.advance(600 - MAX_SLEEP_S / 2)
+    assert take(lim, fake) == pytest.approx(T0 + 600)  # close enough: it waits the rest
+    assert fake.waits == pytest.approx([MAX_SLEEP_S / 2])
+
+
 def test_a_429_without_retry_after_blocks_for_the_default(engine, fake):
     lim = limiter(engine, fake)
     lim.failed(None, throttled=True)
+    with pytest.raises(TransientError) as caught:
+        lim.acquire()
+    assert caught.value.retry_after == pytest.approx(DEFAULT_RETRY_AFTER_S)
+    fake.advance(DEFAULT_RETRY_AFTER_S - 1)
     assert take(lim, fake) >= T0 + DEFAULT_RETRY_AFTER_S - EPS
 
 
@@ -160,7 +181,7 @@ def test_failures_open_the_circuit_and_success_closes_it(engine, fake):
         with pytest.raises(TransientError) as caught:
             x.acquire()
         assert caught.value.reason == "circuit_open"
-        assert caught.value.retry_after == pytest.approx(FIRST_COOLDOWN_S)
+        assert caught.value.retry_after == pytest.approx(PROBE_INTERVAL_S)
     assert fake.waits == waits_before  # refused at once, no sleeping
     assert lim.state().circuit_open(fake.now)
     assert lim.state().failures == FAILURES_TO_OPEN
@@ -171,32 +192,42 @@ def test_failures_open_the_circuit_and_success_closes_it(engine, fake):
     lim.acquire()
 
 
-def test_the_circuit_closes_by_itself_after_the_cooldown(engine, fake):
-    lim = limiter(engine, fake)
+def test_after_the_pause_one_probe_goes_and_the_others_wait_for_its_answer(engine, fake):
+    lim, other = limiter(engine, fake), limiter(engine, fake)
     for _ in range(FAILURES_TO_OPEN):
         lim.failed()
-    fake.advance(FIRST_COOLDOWN_S - 0.5)
+    fake.advance(PROBE_INTERVAL_S - 0.5)
     with pytest.raises(TransientError):
         lim.acquire()
     fake.advance(1)
-    lim.acquire()
+    assert lim.state().half_open(fake.now)
+    lim.acquire()  # the probe
+    with pytest.raises(TransientError) as caught:
+        other.acquire()  # while the probe is out
+    assert caught.value.reason == "circuit_open"
+    lim.succeeded()  # the server answers again
+    other.acquire()
+    assert lim.state().failures == 0
 
 
-def test_the_cooldown_doubles_up_to_the_cap(engine, fake):
+def test_the_pause_stays_short_however_long_the_outage(engine, fake):
+    """Regression: the pause used to double on each failed probe (15 s, 30 s, ... 300 s),
+    so provisioning resumed up to minutes after the server came back."""
     lim = limiter(engine, fake)
     for _ in range(FAILURES_TO_OPEN - 1):
         lim.failed()
-    cooldowns = []
-    for _ in range(7):
-        lim.failed()  # the half-open probe after each pause fails again
+    pauses = []
+    for _ in range(30):  # a long outage: every probe fails
+        lim.failed()
         state = lim.state()
-        cooldowns.append(state.open_until - fake.now)
+        pauses.append(state.open_until - fake.now)
         fake.now = state.open_until + 0.01
-        lim.acquire()  # the pause is over: one call may try
-    expected = [min(MAX_COOLDOWN_S, FIRST_COOLDOWN_S * 2**i) for i in range(7)]
-    assert cooldowns == pytest.approx(expected)
-    assert cooldowns[:4] == pytest.approx([15, 30, 60, 120])
-    assert cooldowns[-1] == MAX_COOLDOWN_S
+        lim.acquire()  # the pause is over: one probe may try
+    assert pauses == pytest.approx([PROBE_INTERVAL_S] * 30)
+    # the outage ends: the next probe succeeds and calls flow again
+    lim.succeeded()
+    take(lim, fake)
+    take(lim, fake)
 
 
 def test_failures_of_calls_already_in_flight_do_not_lengthen_the_pause(engine, fake):
@@ -205,12 +236,56 @@ def test_failures_of_calls_already_in_flight_do_not_lengthen_the_pause(engine, f
         lim.failed()
     for _ in range(12):  # calls that had their slots before the circuit opened
         lim.failed()
-    assert lim.state().open_until - fake.now == pytest.approx(FIRST_COOLDOWN_S)
+    assert lim.state().open_until - fake.now == pytest.approx(PROBE_INTERVAL_S)
 
     fake.now = lim.state().open_until + 0.01
     lim.acquire()  # the probe after the pause
-    lim.failed()  # fails: only now does the pause double
-    assert lim.state().open_until - fake.now == pytest.approx(2 * FIRST_COOLDOWN_S)
+    lim.failed()  # fails: the same short pause again
+    assert lim.state().open_until - fake.now == pytest.approx(PROBE_INTERVAL_S)
+
+
+def test_a_ban_opens_the_circuit_for_its_length_and_says_until_when(engine, fake):
+    lim, other = limiter(engine, fake), limiter(engine, fake)
+    lim.failed(3600, banned=True)
+    state = lim.state()
+    assert state.banned(fake.now) and state.failures == 0
+    for x in (lim, other):
+        with pytest.raises(TransientError) as caught:
+            x.acquire()
+        assert caught.value.reason == "mailserver_banned"
+        assert caught.value.retry_after == pytest.approx(3600)
+        assert "banned us until 2023-11-14T23:13:20Z" in caught.value.message
+    other.succeeded()  # a call that left before the ban and came back fine
+    assert lim.state().banned(fake.now)  # does not lift the ban
+    fake.advance(3600)
+    take(lim, fake)  # the ban is over
+    lim.succeeded()
+    assert lim.state().open_reason is None
+
+
+def test_the_shared_token_one_login_at_a_time(engine, fake):
+    """Two processes need a token: the first takes the login lease, the second waits for
+    it, then both use the one the first stored."""
+    a, b = limiter(engine, fake), limiter(engine, fake)
+    assert a.shared_token() is None
+    assert a.claim_login(None, 40) is True
+    assert b.claim_login(None, 40) is False  # a is logging in
+    a.store_token(SharedToken("tok-1", T0 + 86400, T0 + 86100))
+    assert b.claim_login(None, 40) == SharedToken("tok-1", T0 + 86400, T0 + 86100)
+    # the server refused tok-1: it is dropped once, and the next claim may log in
+    b.drop_token("tok-1")
+    assert a.shared_token() is None
+    assert b.claim_login("tok-1", 40) is True
+    b.store_token(SharedToken("tok-2", T0 + 86400, T0 + 86100))
+    a.drop_token("tok-1")  # late news about the old token does not drop the new one
+    assert a.shared_token() == SharedToken("tok-2", T0 + 86400, T0 + 86100)
+    # due for renewal: one process logs in again
+    fake.now = T0 + 86100
+    assert a.claim_login(None, 40) is True
+    assert b.claim_login(None, 40) is False
+    # a died while logging in: its lease runs out and b takes over
+    fake.advance(41)
+    assert b.claim_login(None, 40) is True
 
 
 def test_a_429_while_the_circuit_is_open_still_blocks(engine, fake):
@@ -268,7 +343,8 @@ def test_a_deadline_before_a_429_block_raises_too(engine, fake):
 )
 def test_no_window_ever_holds_more_than_the_rate(engine, rate, steps):
     """Three limiters, callers arriving at arbitrary times: no 1 s window holds more calls
-    than the rate allows, and no two calls are closer than the spacing."""
+    than the rate allows, and no two calls are closer than the spacing (a caller that
+    would wait longer than MAX_SLEEP_S is refused and takes no slot)."""
     key = f"prop-{uuid.uuid4().hex}"  # a fresh row per example
     fake = FakeTime()
     limiters = [limiter(engine, fake, rate, key) for _ in range(3)]
@@ -276,10 +352,16 @@ def test_no_window_ever_holds_more_than_the_rate(engine, rate, steps):
     for who, pause in steps:
         fake.advance(pause)
         asked = fake.now
-        limiters[who].acquire()
+        try:
+            limiters[who].acquire()
+        except TransientError as exc:  # the queue is over MAX_SLEEP_S long: come back later
+            assert exc.reason == "rate_limited" and exc.retry_after > MAX_SLEEP_S
+            continue
         departures.append(fake.now)
         fake.now = asked  # callers are independent: one's sleep is not another's
     ordered = sorted(departures)
+    if len(ordered) < 2:
+        return
     gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
     assert min(gaps) >= SPACING_MARGIN / rate - EPS
     assert max_in_window(departures) <= math.ceil(rate)

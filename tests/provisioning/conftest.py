@@ -80,7 +80,7 @@ def sim(sim_server: ServerHandle) -> Iterator[Sim]:
 @pytest.fixture
 def config_tree(config_tree: dict[str, Any], sim: Sim) -> dict[str, Any]:
     """The base test config, pointed at the simulator, with inline apply on."""
-    config_tree["mailserver"].update(base_url=sim.url, rate_limit_per_s=20)
+    config_tree["mailserver"].update(base_url=sim.url, rate_limit_per_s=15)
     config_tree["intake"]["inline_timeout_s"] = 10
     return config_tree
 

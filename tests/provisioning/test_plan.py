@@ -355,7 +355,10 @@ def test_username_taken_is_checked_before_terminating(enabled):
     assert caught.value.reason == "username_taken"
 
 
-TARGET = admin(username="bigco", domains=("bigco.example", "acme.example"), used=dict(USE))
+BIG = {"domains": 3, "domain_aliases": 3, "aliases": 50, "mailboxes": 25, "storage_mb": 51200}
+TARGET = admin(
+    username="bigco", domains=("bigco.example", "acme.example"), limits=dict(BIG), used=dict(USE)
+)
 TRANSFER = {"transfer_to_ref": "200", "transfer_to_username": "bigco", "transfer_to_bound": True}
 
 
@@ -386,11 +389,43 @@ def test_transfer_merges_both_domain_lists():
     assert step(result, "transfer").args == {
         "target": "bigco",
         "target_domains": ("bigco.example", "acme.example", "acme.test"),
+        "target_before": ("bigco.example", "acme.example"),
         "moving": ("acme.example", "acme.test"),
+        "owned": True,
     }
     assert [(d.field, d.desired, d.actual) for d in result.drift] == [
         ("owner_of_domains", "bigco", "acme")
     ]
+
+
+def test_transfer_merges_domain_lists_whatever_the_letter_case():
+    actual = admin(domains=("ACME.example", "acme.test"))
+    result = plan(desired(**TRANSFER), actual, NOW, TARGET)
+    assert step(result, "transfer").args["target_domains"] == (
+        "bigco.example",
+        "acme.example",
+        "acme.test",
+    )
+
+
+def test_a_transfer_the_receiver_has_no_room_for_is_refused_before_any_call():
+    small = dataclasses.replace(TARGET, limits=dict(LIMITS))  # 1 domain, 5 mailboxes
+    with pytest.raises(PermanentError) as caught:
+        plan(desired(**TRANSFER), admin(), NOW, small)
+    error = caught.value
+    assert error.reason == "transfer_over_quota"
+    assert "domains (incl. relay domains): 1 in use + 1 moving > limit 1" in error.message
+    assert "mailboxes: 3 in use + 3 moving > limit 5" in error.message
+    # what the giver does not use never counts against the receiver
+    roomy = dataclasses.replace(small, used=dict(NO_USE))
+    assert kinds(plan(desired(**TRANSFER), admin(), NOW, roomy)) == ["transfer"]
+
+
+def test_a_recovery_email_in_other_letter_case_is_no_drift():
+    """A server that lower-cases e-mails would otherwise get a PATCH on every reconcile."""
+    want = desired(recovery_email="Owner@Example.COM")
+    result = plan(want, admin(), NOW)
+    assert result.steps == [] and result.drift == []
 
 
 def test_transfer_of_objects_without_domains():
