@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -172,6 +175,38 @@ def filter_url(endpoint: str, f: EventFilter, **extra: Any) -> str:
 # ---- login -------------------------------------------------------------------------------
 
 
+class _RefusalLog:
+    """One log line per refused login whose password was checked; refusals without a check
+    (busy, throttled: a flood) are counted and logged at most once per `every_s`, so a flood
+    cannot fill the disk with log lines either."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.last = 0.0
+
+    def note(self, email: str, reason: str) -> None:
+        if reason == "invalid_login":
+            log.warning("console login refused email=%s reason=%s", email, reason)
+            return
+        with self.lock:
+            self.counts[reason] += 1
+            now = time.monotonic()
+            if now - self.last < self.every_s:
+                return
+            counts, self.last = dict(self.counts), now
+            self.counts.clear()
+        log.warning(
+            "console logins refused before a password check: %s (the last: email=%s)",
+            ", ".join(f"{n} {why}" for why, n in sorted(counts.items())),
+            email,
+        )
+
+
+_refusals = _RefusalLog()
+
+
 def _safe_next(target: str | None) -> str:
     if target and target.startswith("/admin/") and not target.startswith("//"):
         return target
@@ -192,7 +227,7 @@ def login() -> ResponseReturnValue:
         # audits the check's outcome; a throttled or busy try writes nothing
         user = authenticate(runtime(), email, password, client_ip(), utcnow())
     except LoginRefusedError as exc:
-        log.warning("console login refused email=%s reason=%s", email, exc.reason)
+        _refusals.note(email, exc.reason)
         page = make_response(
             _page("login.html", exc.http_status, next=target, email=email, error=exc.message)
         )
