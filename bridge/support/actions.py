@@ -252,7 +252,8 @@ def preview_link(rt: Runtime, service_id: int, username: str) -> LinkPreview:
                 f'DomainAdmin "{name}" is already bound to service {other.label}; one account '
                 "belongs to one service",
             )
-    account = rt.mailserver.client(time.monotonic() + READ_BUDGET_S).find_domainadmin(name)
+    # a staff page view: from the staff share of the rate, never provisioning's
+    account = rt.staff_mailserver.client(time.monotonic() + READ_BUDGET_S).find_domainadmin(name)
     if not isinstance(account, DomainAdmin):
         what = "does not exist" if account is None else f"is a {account.perm_level}"
         raise ActionError("no_such_domainadmin", f'"{name}" {what} on the mail server')
