@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from bridge.db import utcnow
 from bridge.errors import BridgeError
+from bridge.logging import escape_text
 from bridge.models import LoginAttempt, StaffRole, StaffToken, StaffUser
 from bridge.runtime import Runtime
 from bridge.support.actions import Actor
@@ -160,9 +160,6 @@ def _dummy_hash() -> str:
 # ---- accounts ---------------------------------------------------------------------------
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def normalize_email(email: str) -> str:
     """E-mail addresses compare case-insensitively here."""
     return email.strip().lower()
@@ -178,7 +175,12 @@ def add_staff(
 ) -> StaffUser:
     """Create a staff member; the caller commits."""
     address = normalize_email(email)
-    if "@" not in address or len(address) > 320 or _CONTROL.search(address) or " " in address:
+    if (
+        "@" not in address
+        or len(address) > 320
+        or " " in address
+        or escape_text(address) != address
+    ):
         raise StaffError("invalid_email", f"{address!r} is not an e-mail address")
     problems = password_problems(password)
     if problems:

@@ -64,6 +64,9 @@ def test_staff_add_refusals(bridge):
     assert again.exit_code == 1 and "a@example.com is already a staff member" in again.output
     bad = bridge("staff", "add", "not-an-email", "--password-stdin", input=PASSWORD)
     assert bad.exit_code == 1 and "is not an e-mail address" in bad.output
+    evil = bridge("staff", "add", "a\nb\x1b[31m@example.com", "--password-stdin", input=PASSWORD)
+    assert evil.exit_code == 1 and "is not an e-mail address" in evil.output
+    assert "\x1b" not in evil.output
 
 
 def test_token_works_on_the_api_then_revoke_ends_it(bridge, client, db):
