@@ -412,12 +412,12 @@ def bulk_retry_run() -> ResponseReturnValue:
 
 
 def _last_change(attempts: list[Attempt]) -> datetime | None:
-    """When the newest reconcile that made a write call ended (None: none did)."""
+    """When the newest reconcile that wrote to the mail server ended (None: none did)."""
     for attempt in attempts:  # newest first
-        writes = [c for c in attempt.calls if c.get("method") not in ("GET", None)]
-        if attempt.finished_at is not None and any(
-            c.get("path") != "/api/v1/auth/" for c in writes
-        ):
+        wrote = any(
+            c.get("method") != "GET" and c.get("path") != "/api/v1/auth/" for c in attempt.calls
+        )
+        if wrote and attempt.finished_at is not None:
             return attempt.finished_at
     return None
 
