@@ -22,6 +22,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+run: export BRIDGE_ALLOW_EXAMPLE_SECRET = true
 run: install  ## migrate the database, start the NMS simulator and a worker, serve the bridge on :8000
 	mkdir -p instance
 	$(BIN)/bridge db upgrade

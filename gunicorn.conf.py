@@ -14,6 +14,9 @@ threads = int(os.environ.get("BRIDGE_THREADS", "8"))
 timeout = 60
 graceful_timeout = 30
 accesslog = "-"
+# The path without its query string (a query can carry what must not be kept: a token pasted
+# into a URL, a customer's e-mail in a filter) and no Referer (which has queries too).
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 errorlog = "-"
 # gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which
 # two servers on one machine would fight over; systemd and signals manage this one.
@@ -25,6 +28,29 @@ control_socket_disable = True
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mailbridge-metrics-")
+
+
+from gunicorn.glogging import Logger, SafeAtoms  # noqa: E402
+
+from bridge.logging import escape_text  # noqa: E402  (after PROMETHEUS_MULTIPROC_DIR is set)
+
+
+class EscapedAtoms(SafeAtoms):
+    """Access-log fields with control characters escaped: the path is percent-decoded, so a
+    `%0a` in a URL would otherwise start a forged log line."""
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        return escape_text(value) if isinstance(value, str) else value
+
+
+class AccessLogger(Logger):
+    """gunicorn's logger, with every access-log field escaped."""
+
+    atoms_wrapper_class = EscapedAtoms
+
+
+logger_class = AccessLogger
 
 
 def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature

@@ -25,6 +25,7 @@ BENCHES = {
     "intake": "intake throughput and latency vs a minimal HMAC + sqlite3 endpoint",
     "calls": "mail-server calls per lifecycle action, and for duplicate deliveries",
     "drain": "drain time of queued suspends vs calls / rate, and 429s",
+    "loginflood": "intake p50 idle vs under a 48-thread login flood (and a control flood)",
 }
 
 

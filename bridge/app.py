@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -10,6 +12,8 @@ from bridge.config import Settings, load_config
 from bridge.logging import configure_logging
 from bridge.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Flask:
     """Build the bridge; settings come from BRIDGE_CONFIG unless given (tests pass them)."""
@@ -17,9 +21,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if configure_logs:
         configure_logging(settings.logging.level, settings.logging.json)
     app = Flask("bridge")
+    # An empty or placeholder key switches the console off (it says why at /admin/login).
+    refusal = settings.admin.secret_key_refusal()
+    if refusal is not None and settings.admin.secret_key:
+        log.error("staff console switched off: %s; set BRIDGE_SECRET_KEY", refusal)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.intake.max_body_bytes,
-        SECRET_KEY=settings.admin.secret_key or None,
+        SECRET_KEY=None if refusal else settings.admin.secret_key,
+        BRIDGE_SECRET_KEY_REFUSED=refusal,
         JSON_SORT_KEYS=False,
         SESSION_COOKIE_SECURE=settings.admin.secure_cookies,
         SESSION_COOKIE_HTTPONLY=True,
@@ -33,6 +42,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.wsgi_app = proxied  # type: ignore[method-assign]
     web.init_app(app, Runtime.build(settings))
     web.register_error_handlers(app)
+    web.register_headers(app, hsts=settings.admin.secure_cookies)
 
     from bridge.admin import bp as admin_bp
     from bridge.api import bp as api_bp

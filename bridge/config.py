@@ -87,6 +87,10 @@ class TerminationSettings:
     grace_days: float = 7.0
 
 
+#: A secret_key containing this (any case) is a placeholder from the shipped examples.
+EXAMPLE_SECRET_MARK = "change-me"
+
+
 @dataclass(frozen=True)
 class AdminSettings:
     """Staff console secrets."""
@@ -94,6 +98,20 @@ class AdminSettings:
     secret_key: str = field(repr=False, default="")
     trusted_proxies: int = 0
     secure_cookies: bool = False
+    #: Accept a placeholder secret_key: only the bundled `make run` sets this (through
+    #: BRIDGE_ALLOW_EXAMPLE_SECRET), so a copied example config refuses its placeholder.
+    allow_example_secret: bool = False
+
+    def secret_key_refusal(self) -> str | None:
+        """Why the console may not sign with secret_key (empty, or a placeholder), or None."""
+        if not self.secret_key:
+            return "admin.secret_key is empty"
+        if EXAMPLE_SECRET_MARK in self.secret_key.lower() and not self.allow_example_secret:
+            return (
+                "admin.secret_key is a placeholder from the examples (accepted only by "
+                "`make run`, with admin.allow_example_secret)"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -254,6 +272,7 @@ class AdminSchema(_Strict):
     secret_key = fields.String(load_default="")
     trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(min=0, max=5))
     secure_cookies = fields.Boolean(load_default=False)
+    allow_example_secret = fields.Boolean(load_default=False)
 
 
 class MxSchema(_Strict):

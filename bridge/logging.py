@@ -1,4 +1,9 @@
-"""Logging configured once; a filter keeps secrets out of every record."""
+"""Logging configured once; a filter keeps secrets and control characters out of every record.
+
+`escape_text` is the one escaping of text that came from outside (billing fields, the login
+form, request paths) before it reaches a log line or a terminal: the log filter here, the
+CLI's tables (`bridge.cli.base.table`) and gunicorn's access log (`gunicorn.conf.py`) use it.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,24 @@ _SECRETS = [
 ]
 
 
+#: C0 and C1 control characters (newlines, ESC, BEL, ...), DEL, the Unicode line and
+#: paragraph separators and the bidirectional overrides (text that reorders itself).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_text(text: str) -> str:
+    """Control characters as visible escapes (`\\n`, `\\x1b`, `\\u202e`): the text stays on
+    one line and cannot move the cursor, recolour a terminal or fake another log line."""
+    return _CONTROL.sub(_escape_one, text)
+
+
 def _mask(match: re.Match[str]) -> str:
     quote = match.group("q")
     return f"{match.group('key')}{quote}[redacted]{quote}"
@@ -40,20 +63,25 @@ def redact_text(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Render each record's message once, masked; arguments never reach a handler raw."""
+    """Render each record's message once, masked and escaped (one record, one line);
+    arguments never reach a handler raw. A traceback keeps its lines, each escaped and
+    indented, so none of them can pass for a record of its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact_text(record.getMessage())
+        record.msg = escape_text(redact_text(record.getMessage()))
         record.args = None
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             record.fields = {
-                k: redact_text(v) if isinstance(v, str) else v for k, v in fields.items()
+                k: escape_text(redact_text(v)) if isinstance(v, str) else v
+                for k, v in fields.items()
             }
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact_text(record.exc_text)
+        if record.exc_text and not getattr(record, "_escaped_exc", False):
+            lines = redact_text(record.exc_text).splitlines()
+            record.exc_text = "\n".join("  " + escape_text(line) for line in lines)
+            setattr(record, "_escaped_exc", True)  # noqa: B010  (not a LogRecord field)
         return True
 
 

@@ -187,10 +187,12 @@ class Gate(Base):
 
 
 class StaffRole(enum.StrEnum):
-    """What a staff member may do: viewers read, operators also retry, resolve and reconcile."""
+    """What a staff member may do: viewers read, operators also retry, resolve and reconcile,
+    admins also manage staff accounts."""
 
     VIEWER = "viewer"
     OPERATOR = "operator"
+    ADMIN = "admin"
 
 
 class StaffUser(Base):
@@ -214,6 +216,9 @@ class StaffUser(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Every console session carries the generation it began in; logout, disable, a role
+    #: change and a password reset raise it, which ends all of this person's sessions at once.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0)
 
     tokens: Mapped[list[StaffToken]] = relationship(
         back_populates="staff", order_by="StaffToken.id", cascade="all, delete-orphan"
@@ -221,8 +226,13 @@ class StaffUser(Base):
 
     @property
     def can_operate(self) -> bool:
-        """True for operators: retry, resolve, reconcile."""
-        return self.role is StaffRole.OPERATOR
+        """True for operators and admins: retry, resolve, reconcile."""
+        return self.role in (StaffRole.OPERATOR, StaffRole.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        """True for admins: they also add, disable and change staff accounts."""
+        return self.role is StaffRole.ADMIN
 
 
 class StaffToken(Base):
@@ -250,7 +260,10 @@ class LoginAttempt(Base):
     """One failed console login, kept for the rate limit (shared by every gunicorn worker)."""
 
     __tablename__ = "login_attempts"
-    __table_args__ = (Index("ix_login_attempts_email_ip_at", "email", "ip", "at"),)
+    __table_args__ = (
+        Index("ix_login_attempts_email_ip_at", "email", "ip", "at"),
+        Index("ix_login_attempts_ip_at", "ip", "at"),  # the per-address limit (0006)
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
@@ -324,3 +337,20 @@ class MailServerProfile(Base):
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
     profile: Mapped[dict[str, Any]] = mapped_column(JSON)
     checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class AccountRead(Base):
+    """The last time staff read a service's DomainAdmin from the mail server, and what it
+    showed (never a password hash): the console shows this instead of reading on every view."""
+
+    __tablename__ = "account_reads"
+
+    service_id: Mapped[int] = mapped_column(
+        ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(255))
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    read_by: Mapped[str | None] = mapped_column(String(320))
+    #: The account as read (None: no account of that name), and a transfer's receiver.
+    account: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    target: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from flask import Flask, current_app, g, jsonify
+from flask import Flask, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
 
 from bridge.config import Settings
 from bridge.errors import BridgeError
@@ -78,7 +79,16 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:
         status = exc.code or 500
-        return error_response(_snake(exc.name), exc.description or exc.name, status)
+        body, _ = cast(
+            tuple[Response, int],
+            error_response(_snake(exc.name), exc.description or exc.name, status),
+        )
+        # The exception's own headers (Allow on a 405, WWW-Authenticate on a 401), not its
+        # HTML content type.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                body.headers[name] = value
+        return body, status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> ResponseReturnValue:
@@ -88,3 +98,22 @@ def register_error_handlers(app: Flask) -> None:
             "the bridge hit an unexpected error; the details are in its log",
             500,
         )
+
+
+#: One year, the usual HSTS lifetime (RFC 6797); sent only when cookies are HTTPS-only.
+HSTS_MAX_AGE_S = 365 * 24 * 3600
+
+
+def register_headers(app: Flask, *, hsts: bool) -> None:
+    """Headers on every answer: HSTS when the bridge is served over HTTPS (`secure_cookies`),
+    and `Cache-Control: no-store` on the staff API and console (private data)."""
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        if hsts:
+            response.headers["Strict-Transport-Security"] = f"max-age={HSTS_MAX_AGE_S}"
+        if request.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        elif request.path.startswith("/admin/") and not request.path.startswith("/admin/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response

@@ -9,7 +9,13 @@ import logging
 
 import pytest
 
-from bridge.logging import JsonFormatter, RedactingFilter, configure_logging, redact_text
+from bridge.logging import (
+    JsonFormatter,
+    RedactingFilter,
+    configure_logging,
+    escape_text,
+    redact_text,
+)
 from bridge.provisioning.outcome import log_event
 
 
@@ -144,3 +150,113 @@ def test_configure_logging_installs_json_and_the_filter_on_the_root(capfd):
     entry = json.loads(err[-1])
     assert entry["logger"] == "bridge.test"
     assert entry["message"] == "token=[redacted] done"
+
+
+# ---- control characters never reach a log line or a terminal (issue 11, item 9) -----------
+
+EVIL = "a\nINFO fake line\x1b[31m"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (EVIL, "a\\nINFO fake line\\x1b[31m"),
+        ("tab\tcr\r bell\x07 del\x7f c1\x9b", "tab\\tcr\\r bell\\x07 del\\x7f c1\\x9b"),
+        ("line\u2028sep \u202egnp.exe", "line\\u2028sep \\u202egnp.exe"),
+        ("ordinary text, unchanged: é ü 名前", "ordinary text, unchanged: é ü 名前"),
+    ],
+)
+def test_escape_text_makes_control_characters_visible(text, shown):
+    assert escape_text(text) == shown
+
+
+def test_a_login_form_username_cannot_forge_a_log_line(client, capfd):
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("INFO")  # the text format gunicorn's workers write
+        page = client.get("/admin/login")
+        token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+        response = client.post(
+            "/admin/login", data={"email": EVIL, "password": "x", "csrf_token": token}
+        )
+        err = capfd.readouterr().err
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    assert response.status_code == 401
+    (line,) = [x for x in err.splitlines() if "console login refused" in x]
+    assert "email=a\\nINFO fake line\\x1b[31m reason=invalid_login" in line
+    assert "\x1b" not in err
+    assert not any(x.startswith("INFO fake line") for x in err.splitlines())
+
+
+def test_a_traceback_keeps_its_lines_but_none_passes_for_a_record():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("tests.logging.traceback")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(EVIL)
+        except ValueError:
+            logger.exception("failed for %s", EVIL)
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert "failed for a\\nINFO fake line\\x1b[31m" in lines[0]
+    assert all(line.startswith("  ") for line in lines[1:])  # only the first is a record
+    assert "\x1b" not in stream.getvalue()
+    assert "  ValueError: a" in lines and "  INFO fake line\\x1b[31m" in lines
+
+
+def test_cli_tables_escape_every_cell(capsys):
+    from bridge.cli.base import table
+
+    table("Staff", ("e-mail", "role"), [(EVIL, "viewer"), ("b@example.com", "admin")])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "a\\nINFO fake line\\x1b[31m  viewer" in out
+    assert len(out.splitlines()) == 5  # title, header, two rows, blank line
+
+
+def test_gunicorn_access_lines_have_no_query_and_no_control_characters(tmp_path, monkeypatch):
+    import runpy
+    from datetime import timedelta
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    # gunicorn.conf.py makes a metrics folder unless one is set: keep this process's as it is
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    conf = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+    cfg = Config()
+    log_file = tmp_path / "access.log"
+    cfg.set("accesslog", str(log_file))
+    cfg.set("access_log_format", conf["access_log_format"])
+    logger = conf["logger_class"](cfg)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/admin/events%0aINFO%20fake?token=mbst_secret123",
+        "PATH_INFO": "/admin/events\nINFO fake\x1b[31m",
+        "QUERY_STRING": "token=mbst_secret123",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.0.0.5",
+        "HTTP_REFERER": "https://bridge.example/admin/events?email=customer@example.com",
+        "HTTP_USER_AGENT": "curl\x1b[2J",
+    }
+    response = SimpleNamespace(status="200 OK", sent=12, headers=[])
+    try:
+        logger.access(response, SimpleNamespace(headers=[]), environ, timedelta(milliseconds=3))
+    finally:
+        for gunicorn_log in (logger.access_log, logger.error_log):
+            for handler in gunicorn_log.handlers[:]:
+                handler.close()
+                gunicorn_log.removeHandler(handler)
+    text = log_file.read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 1
+    assert '"GET /admin/events\\nINFO fake\\x1b[31m HTTP/1.1" 200 12' in text
+    assert "mbst_secret123" not in text and "customer@example.com" not in text
+    assert "\x1b" not in text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -66,16 +65,15 @@ def check_csrf() -> None:
         raise CSRFError("the form belongs to another session") from None
 
 
-def _fingerprint(user: StaffUser) -> str:
-    """Changes when the password does, which ends every session of the old one."""
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
-
-
 def log_in(user: StaffUser) -> None:
-    """Start a fresh session for this staff member (new CSRF nonce: no fixation)."""
+    """Start a fresh session for this staff member (new CSRF nonce: no fixation).
+
+    The cookie carries the person's session generation; logout, disable, a role change and
+    a password reset raise it in the database, which ends every session of theirs at once.
+    """
     session.clear()
     session["staff_id"] = user.id
-    session["auth"] = _fingerprint(user)
+    session["gen"] = user.session_generation
     session["login_at"] = int(time.time())
     session["csrf"] = secrets.token_urlsafe(18)
 
@@ -95,7 +93,11 @@ def load_staff() -> StaffUser | None:
         session.pop("staff_id", None)
         return None
     user = get_session().get(StaffUser, staff_id)
-    if user is None or user.disabled_at is not None or session.get("auth") != _fingerprint(user):
+    if (
+        user is None
+        or user.disabled_at is not None
+        or session.get("gen") != user.session_generation
+    ):
         session.pop("staff_id", None)
         return None
     return user
@@ -115,6 +117,21 @@ def operator_required(view: F) -> F:
             raise Forbidden(
                 f"your role ({current_staff().role.value}) can look but not change anything; "
                 "ask an operator"
+            )
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def admin_required(view: F) -> F:
+    """Only admins may run this view (staff accounts)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not current_staff().is_admin:
+            raise Forbidden(
+                f"your role ({current_staff().role.value}) cannot manage staff accounts; "
+                "ask an admin"
             )
         return view(*args, **kwargs)
 

@@ -1,9 +1,12 @@
-"""Console pages: events (list, detail, bulk retry), services, mappings, audit, login."""
+"""Console pages: events (list, detail, bulk retry), services, mappings, audit, staff, login."""
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -12,6 +15,7 @@ from flask import (
     current_app,
     flash,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -20,12 +24,13 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from marshmallow import EXCLUDE, ValidationError
 from sqlalchemy import select
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wrappers import Response
 
 from bridge.admin import bp
 from bridge.admin.auth import (
     CSRFError,
+    admin_required,
     check_csrf,
     client_ip,
     csrf_token,
@@ -40,9 +45,10 @@ from bridge.db import utcnow
 from bridge.errors import BridgeError
 from bridge.lifecycle import Action, EventStatus
 from bridge.mappings.bundles import QuotaBundle, format_quota
-from bridge.models import Attempt, Event, Service
+from bridge.models import Attempt, Event, Service, StaffRole
 from bridge.provisioning.outcome import Outcome
 from bridge.support import audit, queries, usage
+from bridge.support import staff as staff_accounts
 from bridge.support.actions import (
     ActionError,
     Actor,
@@ -56,9 +62,9 @@ from bridge.support.actions import (
 )
 from bridge.support.queries import EventFilter, EventFilterSchema, to_filter
 from bridge.support.reasons import explain
-from bridge.support.staff import LoginRefusedError, LoginThrottledError, authenticate
+from bridge.support.staff import LoginRefusedError, authenticate
 from bridge.support.state import compare, describe_error
-from bridge.web import get_session, runtime, transaction
+from bridge.web import get_session, runtime
 
 log = logging.getLogger(__name__)
 PUBLIC_ENDPOINTS = {"admin.login", "admin.static"}
@@ -86,12 +92,12 @@ def guard() -> ResponseReturnValue | None:
     if request.endpoint == "admin.static":
         return None
     if not current_app.secret_key:
-        log.error("staff console refused: admin.secret_key is empty")
+        why = current_app.config.get("BRIDGE_SECRET_KEY_REFUSED") or "admin.secret_key is empty"
+        log.error("staff console refused: %s", why)
         return _message(
             "The staff console is switched off",
-            "admin.secret_key is empty in the bridge's config, so sessions and forms cannot "
-            "be signed. Set it to a long random value (e.g. via BRIDGE_SECRET_KEY) and "
-            "restart the bridge.",
+            f"{why} in the bridge's config, so sessions and forms cannot be signed. Set it "
+            "to a long random value (e.g. via BRIDGE_SECRET_KEY) and restart the bridge.",
             503,
         )
     if request.method == "POST":
@@ -132,7 +138,10 @@ def http_error(exc: HTTPException) -> ResponseReturnValue:
         return _message("Not allowed", exc.description or "not allowed", 403)
     if exc.code == 404:
         return _message("Not found", exc.description or "no such page", 404)
-    return _message(exc.name, exc.description or exc.name, exc.code or 500)
+    page = make_response(_message(exc.name, exc.description or exc.name, exc.code or 500))
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        page.headers["Allow"] = ", ".join(exc.valid_methods)
+    return page
 
 
 @bp.context_processor
@@ -166,6 +175,38 @@ def filter_url(endpoint: str, f: EventFilter, **extra: Any) -> str:
 # ---- login -------------------------------------------------------------------------------
 
 
+class _RefusalLog:
+    """One log line per refused login whose password was checked; refusals without a check
+    (busy, throttled: a flood) are counted and logged at most once per `every_s`, so a flood
+    cannot fill the disk with log lines either."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.last = 0.0
+
+    def note(self, email: str, reason: str) -> None:
+        if reason == "invalid_login":
+            log.warning("console login refused email=%s reason=%s", email, reason)
+            return
+        with self.lock:
+            self.counts[reason] += 1
+            now = time.monotonic()
+            if now - self.last < self.every_s:
+                return
+            counts, self.last = dict(self.counts), now
+            self.counts.clear()
+        log.warning(
+            "console logins refused before a password check: %s (the last: email=%s)",
+            ", ".join(f"{n} {why}" for why, n in sorted(counts.items())),
+            email,
+        )
+
+
+_refusals = _RefusalLog()
+
+
 def _safe_next(target: str | None) -> str:
     if target and target.startswith("/admin/") and not target.startswith("//"):
         return target
@@ -182,28 +223,18 @@ def login() -> ResponseReturnValue:
         return _page("login.html", next=target, email="")
     email = request.form.get("email", "").strip()[:320]
     password = request.form.get("password", "")[:1024]
-    now = utcnow()
     try:
-        user = authenticate(runtime(), email, password, client_ip(), now)
+        # audits the check's outcome; a throttled or busy try writes nothing
+        user = authenticate(runtime(), email, password, client_ip(), utcnow())
     except LoginRefusedError as exc:
-        with transaction() as db:
-            audit.record(
-                db,
-                "login_failed",
-                actor=email or "(empty)",
-                via="web",
-                now=now,
-                ip=client_ip(),
-                email=email,
-                reason=exc.reason,
-            )
-        status = 429 if isinstance(exc, LoginThrottledError) else 401
-        log.warning("console login refused email=%s reason=%s", email, exc.reason)
-        return _page("login.html", status, next=target, email=email, error=exc.message)
-    with transaction() as db:
-        audit.record(
-            db, "login", actor=user.email, via="web", now=now, staff_id=user.id, ip=client_ip()
+        _refusals.note(email, exc.reason)
+        page = make_response(
+            _page("login.html", exc.http_status, next=target, email=email, error=exc.message)
         )
+        retry_after = getattr(exc, "retry_after_s", None)
+        if isinstance(retry_after, int):
+            page.headers["Retry-After"] = str(retry_after)
+        return page
     log_in(user)
     log.info("console login staff=%s", user.email)
     return redirect(target)
@@ -211,18 +242,8 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the session."""
-    staff = current_staff()
-    with transaction() as db:
-        audit.record(
-            db,
-            "logout",
-            actor=staff.email,
-            via="web",
-            now=utcnow(),
-            staff_id=staff.id,
-            ip=client_ip(),
-        )
+    """End every session of this person (other browsers too), not only this one."""
+    staff_accounts.log_out_everywhere(runtime(), current_staff().id, _actor())
     log_out()
     flash("You are logged out.", "ok")
     return redirect(url_for("admin.login"))
@@ -287,15 +308,19 @@ def _event_or_404(event_id: int) -> Event:
 def event(event_id: int) -> ResponseReturnValue:
     """One event: why, payload, attempts, desired vs actual, audit; Retry and Mark resolved."""
     ev = _event_or_404(event_id)
-    comparison = compare(runtime(), ev.service_id) if ev.service_id is not None else None
+    comparison = None
+    if ev.service_id is not None:
+        comparison = compare(runtime(), ev.service_id, fresh=False)
     db = get_session()
+    attempts = queries.attempts_for(db, ev, 20)
     return _page(
         "event.html",
         ev=ev,
         service=ev.service,
         comparison=comparison,
         describe_error=describe_error,
-        attempts=queries.attempts_for(get_session(), ev, 20),
+        attempts=attempts,
+        last_change=_last_change(attempts),
         payload=json.dumps(ev.payload, indent=2, sort_keys=True, ensure_ascii=False),
         audit_entries=audit.for_event(db, ev.id, ev.service_id),
     )
@@ -386,6 +411,17 @@ def bulk_retry_run() -> ResponseReturnValue:
 # ---- services ----------------------------------------------------------------------------
 
 
+def _last_change(attempts: list[Attempt]) -> datetime | None:
+    """When the newest reconcile that wrote to the mail server ended (None: none did)."""
+    for attempt in attempts:  # newest first
+        wrote = any(
+            c.get("method") != "GET" and c.get("path") != "/api/v1/auth/" for c in attempt.calls
+        )
+        if wrote and attempt.finished_at is not None:
+            return attempt.finished_at
+    return None
+
+
 @bp.get("/services/<int:service_id>")
 def service(service_id: int) -> ResponseReturnValue:
     """One service: desired state, bundle, desired vs actual, events, attempts, audit."""
@@ -393,7 +429,7 @@ def service(service_id: int) -> ResponseReturnValue:
     svc = db.get(Service, service_id)
     if svc is None:
         raise NotFound(f"there is no service {service_id}")
-    comparison = compare(runtime(), service_id)
+    comparison = compare(runtime(), service_id, fresh=False)
     figures = usage.of_service(db, service_id)
     events = list(
         db.scalars(
@@ -415,6 +451,7 @@ def service(service_id: int) -> ResponseReturnValue:
         describe_error=describe_error,
         events=list(reversed(events)),
         attempts=attempts,
+        last_change=_last_change(attempts),
         audit_entries=audit.for_service(db, service_id),
         format_quota=format_quota,
         bundle_fields=QuotaBundle.field_names(),
@@ -422,6 +459,24 @@ def service(service_id: int) -> ResponseReturnValue:
         storage_percent=usage.storage_percent(figures) if figures else None,
         refresh_h=f"{runtime().settings.usage.refresh_h:g}",
     )
+
+
+@bp.post("/services/<int:service_id>/refresh")
+def refresh_service(service_id: int) -> ResponseReturnValue:
+    """Read the service's DomainAdmin again, now, from the staff share of the rate budget;
+    the pages show this read (and its time) until the next refresh."""
+    if get_session().get(Service, service_id) is None:
+        raise NotFound(f"there is no service {service_id}")
+    comparison = compare(runtime(), service_id, fresh=True, who=current_staff().email)
+    if comparison.read_error is not None:
+        error = describe_error(comparison.read_error)
+        flash(f"Not refreshed: {error['reason']}: {error['message']}", "error")
+    elif comparison.read:
+        flash("Refreshed: the account as the mail server shows it now.", "ok")
+    back = request.form.get("event", "")
+    if back.isdecimal() and len(back) < 12:
+        return redirect(url_for("admin.event", event_id=int(back)))
+    return redirect(url_for("admin.service", service_id=service_id))
 
 
 @bp.post("/services/<int:service_id>/reconcile")
@@ -509,3 +564,81 @@ def audit_log() -> ResponseReturnValue:
     entries = audit.recent(get_session(), before=before, limit=100)
     older = entries[-1].id if len(entries) == 100 else None
     return _page("audit.html", entries=entries, older=older)
+
+
+# ---- staff accounts (admins) -------------------------------------------------------------
+
+
+@bp.get("/staff")
+@admin_required
+def staff_list() -> ResponseReturnValue:
+    """Staff members, their roles, state and tokens; add, disable, enable, change, remove."""
+    rows = staff_accounts.list_staff(get_session())
+    return _page("staff.html", rows=rows, roles=[r.value for r in StaffRole])
+
+
+def _staff_done(message: str) -> ResponseReturnValue:
+    flash(message, "ok")
+    return redirect(url_for("admin.staff_list"))
+
+
+def _new_password() -> str:
+    password = request.form.get("password", "")[:1024]
+    if password != request.form.get("password_again", ""):
+        raise staff_accounts.StaffError("password_mismatch", "the two passwords differ")
+    return password
+
+
+@bp.post("/staff")
+@admin_required
+def staff_add() -> ResponseReturnValue:
+    """Add a staff member with the password the admin typed (twice)."""
+    try:
+        role = StaffRole(request.form.get("role", ""))
+        password = _new_password()
+        with runtime().transaction() as db:
+            now = utcnow()
+            user = staff_accounts.add_staff(db, request.form.get("email", ""), password, role, now)
+            _actor().audit(db, "staff_added", now, email=user.email, role=role.value)
+    except ValueError:
+        flash("Choose a role.", "error")
+    except BridgeError as exc:
+        flash(f"{exc.reason}: {exc.message}", "error")
+    else:
+        return _staff_done(f"Added {role.value} {user.email}.")
+    return redirect(url_for("admin.staff_list"))
+
+
+@bp.post("/staff/<int:staff_id>/<change>")
+@admin_required
+def staff_change(staff_id: int, change: str) -> ResponseReturnValue:
+    """Disable, enable, change the role of, reset the password of, or remove a staff member.
+    Every change but enable ends all of that person's sessions; each one is audited."""
+    rt, actor = runtime(), _actor()
+    try:
+        if change == "disable":
+            user = staff_accounts.disable_staff(rt, staff_id, actor)
+            done = f"Disabled {user.email}: logged out everywhere, API tokens revoked."
+        elif change == "enable":
+            user = staff_accounts.enable_staff(rt, staff_id, actor)
+            done = f"Enabled {user.email}; old API tokens stay revoked."
+        elif change == "role":
+            try:
+                role = StaffRole(request.form.get("role", ""))
+            except ValueError:
+                raise staff_accounts.StaffError("invalid_role", "choose a role") from None
+            user = staff_accounts.set_role(rt, staff_id, role, actor)
+            done = f"{user.email} is now {role.value}, and logged out everywhere."
+        elif change == "password":
+            user = staff_accounts.reset_password(rt, staff_id, _new_password(), actor)
+            done = f"New password set for {user.email}; their sessions ended."
+        elif change == "remove":
+            if request.form.get("confirm") != "yes":
+                raise staff_accounts.StaffError("not_confirmed", "tick the box to confirm")
+            done = f"Removed {staff_accounts.remove_staff(rt, staff_id, actor)}."
+        else:
+            raise NotFound(f"there is no staff change {change!r}")
+    except BridgeError as exc:
+        flash(f"{exc.reason}: {exc.message}", "error")
+        return redirect(url_for("admin.staff_list"))
+    return _staff_done(done)

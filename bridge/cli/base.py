@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from bridge.config import Settings, load_config
 from bridge.errors import BridgeError, ConfigError
+from bridge.logging import escape_text
 from bridge.runtime import Runtime
 
 
@@ -89,6 +90,12 @@ def database() -> Iterator[None]:
         raise click.ClickException(f"{exc.reason}: {exc.message}") from None
 
 
+def clean(value: Any) -> str:
+    """A value from outside (billing, the login form, the mail server) safe to print: its
+    control characters escaped, so it stays on its line and cannot steer the terminal."""
+    return escape_text(str(value))
+
+
 def or_fail(call: Any) -> Any:
     """Run `call`; a BridgeError becomes a one-line message and exit status 1."""
     try:
@@ -98,13 +105,15 @@ def or_fail(call: Any) -> Any:
 
 
 def table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """A titled table, columns aligned, every cell through clean()."""
     click.secho(title, bold=True)
     if not rows:
         click.echo("  (none)\n")
         return
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in (header, *rows):
+    cells = [[clean(v) for v in row] for row in (header, *rows)]
+    widths = [max(len(x) for x in col) for col in zip(*cells, strict=False)]
+    for row in cells:
         click.echo(
-            ("  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False))).rstrip()
+            ("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False))).rstrip()
         )
     click.echo()

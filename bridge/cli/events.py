@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bridge.cli.base import actor, database, root
+from bridge.cli.base import actor, clean, database, root
 from bridge.lifecycle import Action, EventStatus
 from bridge.runtime import Runtime
 
@@ -87,10 +87,11 @@ def events_list(
             )
             for e in page.events
         ]
+    cells = [tuple(clean(v) for v in row) for row in rows]
     header = ("id", "received (UTC)", "source", "action", "service", "status", "reason")
-    if rows:
-        widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-        for row in (header, *rows):
+    if cells:
+        widths = [max(len(x) for x in col) for col in zip(header, *cells, strict=True)]
+        for row in (header, *cells):
             click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     else:
         click.echo("no event matches")
@@ -131,42 +132,44 @@ def events_show(event_id: int, as_json: bool) -> None:
             )
             return
         click.secho(
-            f"event {event.id}: {event.source} {event.action or event.native_event} "
-            f"service {event.service_ref or '-'}: {event.status.value}",
+            f"event {event.id}: {event.source} {clean(event.action or event.native_event)} "
+            f"service {clean(event.service_ref or '-')}: {event.status.value}",
             bold=True,
         )
         if event.resolved_at:
-            click.echo(f"resolved by {event.resolved_by} at {event.resolved_at:%Y-%m-%d %H:%M}")
+            click.echo(
+                f"resolved by {clean(event.resolved_by)} at {event.resolved_at:%Y-%m-%d %H:%M}"
+            )
         why = explain(event.reason)
         if why is not None:
             click.echo(f"why: {why.title} ({event.reason})")
             if event.message:
-                click.echo(f"     {event.message}")
+                click.echo(f"     {clean(event.message)}")
             if why.todo:
                 click.echo(f"do:  {why.todo}")
         click.echo(
             f"happened {event.occurred_at:%Y-%m-%d %H:%M:%S} UTC (billing time), received "
-            f"{event.received_at:%Y-%m-%d %H:%M:%S} UTC, webhook-id {event.webhook_id}"
+            f"{event.received_at:%Y-%m-%d %H:%M:%S} UTC, webhook-id {clean(event.webhook_id)}"
         )
         click.echo("payload (secrets redacted):")
         for line in json.dumps(event.payload, indent=2, sort_keys=True).splitlines():
             click.echo(f"  {line}")
         click.echo(f"attempts ({len(attempts)}):" if attempts else "attempts: none yet")
         for at in attempts:
-            tail = f" {at.reason}: {at.message}" if at.reason else ""
+            tail = f" {at.reason}: {clean(at.message)}" if at.reason else ""
             click.echo(f"  {at.started_at:%Y-%m-%d %H:%M:%S} {at.outcome or 'running'}{tail}")
             for c in at.calls:
                 error = f" {c.get('error')}" if c.get("error") else ""
                 click.echo(
-                    f"    {c.get('method')} {c.get('path')} -> {c.get('status')} "
+                    f"    {c.get('method')} {clean(c.get('path'))} -> {c.get('status')} "
                     f"({c.get('ms')} ms){error}"
                 )
         if entries:
             click.echo("audit:")
             for entry in entries:
                 click.echo(
-                    f"  {entry.at:%Y-%m-%d %H:%M:%S} {entry.actor} ({entry.via}): "
-                    f"{audit.describe(entry)}"
+                    f"  {entry.at:%Y-%m-%d %H:%M:%S} {clean(entry.actor)} ({entry.via}): "
+                    f"{clean(audit.describe(entry))}"
                 )
         if event.service_ref:
             click.echo(
@@ -220,7 +223,7 @@ def _retry_one(rt: Runtime, event_id: int, queue_only: bool) -> None:
 def _retry_failed(rt: Runtime, source: str | None, queue_only: bool, yes: bool) -> None:
     from bridge.db import utcnow
     from bridge.provisioning.jobs import reconcile_now
-    from bridge.support.actions import queue_retry
+    from bridge.support.actions import queue_retry, record_outcome
     from bridge.support.queries import EventFilter, retry_targets
 
     f = EventFilter(status=EventStatus.FAILED, source=source, unresolved=True)
@@ -243,9 +246,13 @@ def _retry_failed(rt: Runtime, source: str | None, queue_only: bool, yes: bool) 
         ) as bar:
             for service_id in bar:
                 with rt.transaction() as session:
-                    queue_retry(session, service_id, who, utcnow(), bulk=True)
+                    entry = queue_retry(session, service_id, who, utcnow(), bulk=True)
+                    session.flush()
+                    entry_id = entry.id
                 if not queue_only:
-                    outcomes[reconcile_now(rt, service_id).status] += 1
+                    outcome = reconcile_now(rt, service_id)
+                    record_outcome(rt, entry_id, outcome)  # the audit row says how it ended
+                    outcomes[outcome.status] += 1
         with rt.transaction() as session:
             who.audit(
                 session,

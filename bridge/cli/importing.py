@@ -8,7 +8,7 @@ import time
 
 import click
 
-from bridge.cli.base import Context, or_fail, pass_ctx
+from bridge.cli.base import Context, actor, clean, or_fail, pass_ctx
 
 
 @click.group("import")
@@ -51,6 +51,7 @@ def import_whmcs(
     """Link WHMCS services to their existing DomainAdmins and report drift.
 
     Safe to run again: rows already linked are reported as such, nothing is duplicated.
+    Every link and every --apply reconcile is in the audit log, by cli:<your OS user>.
     """
     from pathlib import Path
 
@@ -70,6 +71,7 @@ def import_whmcs(
     click.echo(f"reading the DomainAdmins on {settings.mailserver.base_url} ...", err=True)
     index = or_fail(lambda: importer.server_index(rt.mailserver))
     results = []
+    who = actor()
     with click.progressbar(
         length=len(rows), label="importing", file=sys.stderr, show_pos=True, show_eta=True
     ) as bar:
@@ -77,7 +79,7 @@ def import_whmcs(
             if number and pause:
                 time.sleep(pause)
             for row in chunk:
-                result = importer.import_row(rt, source, row, index, apply)
+                result = importer.import_row(rt, source, row, index, apply, who)
                 results.append(result)
                 if as_json:
                     click.echo(json.dumps(result.__dict__, default=list))
@@ -103,13 +105,13 @@ def import_whmcs(
         for result in results:
             if result.outcome in ("missing_on_server", "error") or result.drift:
                 click.echo(
-                    f"line {result.line} service {result.service_ref} "
-                    f"({result.username}): {result.outcome} {result.message}".rstrip()
+                    f"line {result.line} service {clean(result.service_ref)} "
+                    f"({clean(result.username)}): {result.outcome} {clean(result.message)}".rstrip()
                 )
                 for line in result.drift:
-                    click.echo(f"    {line}")
+                    click.echo(f"    {clean(line)}")
         for item in todo:
-            click.echo(f"checklist (step {item.step}): {item.message}")
+            click.echo(f"checklist (step {item.step}): {clean(item.message)}")
         click.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()))
         if counts["drift"] and not apply:
             click.echo("drift was only reported; run again with --apply to fix it")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bridge.cli.base import Context, actor, database, pass_ctx, root
+from bridge.cli.base import Context, actor, clean, database, pass_ctx, root
 from bridge.runtime import Runtime
 
 
@@ -43,16 +43,20 @@ def reconcile(
 ) -> None:
     """Show drift (desired vs actual, per field) and fix it unless --dry-run.
 
+    Every reconcile that changes something is in the audit log, by cli:<your OS user>.
+
     \b
     bridge reconcile whmcs 1001            one service
     bridge reconcile --all --dry-run       every service, changing nothing
     """
-    from bridge.provisioning.jobs import inspect, reconcile_now
+    from bridge.provisioning.jobs import inspect
+    from bridge.support.actions import reconcile as audited_reconcile
 
     if not all_ and not (source and service_id):
         raise click.UsageError("give SOURCE SERVICE_ID, or --all")
 
     rt = ctx.runtime()
+    who = actor()
     ids = _service_ids(rt, source, None if all_ else service_id)
     if not ids:
         raise click.ClickException("no such service in the ledger")
@@ -79,7 +83,7 @@ def reconcile(
                 ]
                 entry["steps"] = [s.detail for s in seen.plan.steps]
                 if not dry_run and seen.plan.steps:
-                    outcome = reconcile_now(rt, sid)
+                    outcome = audited_reconcile(rt, sid, who)
                     entry["outcome"] = outcome.status
                     if outcome.reason:
                         entry.update(reason=outcome.reason, message=outcome.message)
@@ -109,19 +113,22 @@ class _plain:
 
 def _print_inspection(entry: dict[str, Any], dry_run: bool) -> None:
     if "error" in entry:
-        click.echo(f"{entry['service']}: cannot reconcile: {entry['error']}: {entry['message']}")
+        click.echo(
+            f"{clean(entry['service'])}: cannot reconcile: {entry['error']}: "
+            f"{clean(entry['message'])}"
+        )
         return
     if not entry["drift"] and not entry["steps"]:
-        click.echo(f"{entry['service']}: in sync")
+        click.echo(f"{clean(entry['service'])}: in sync")
         return
-    click.echo(f"{entry['service']}:")
+    click.echo(f"{clean(entry['service'])}:")
     for d in entry["drift"]:
-        click.echo(f"  {d['field']}: desired {d['desired']}, actual {d['actual']}")
+        click.echo(f"  {d['field']}: desired {clean(d['desired'])}, actual {clean(d['actual'])}")
     verb = "would" if dry_run else "did"
     for step in entry["steps"]:
-        click.echo(f"  {verb}: {step}")
+        click.echo(f"  {verb}: {clean(step)}")
     if "outcome" in entry:
-        tail = f" ({entry['reason']}: {entry['message']})" if entry.get("reason") else ""
+        tail = f" ({entry['reason']}: {clean(entry['message'])})" if entry.get("reason") else ""
         click.echo(f"  outcome: {entry['outcome']}{tail}")
 
 
@@ -199,7 +206,7 @@ def services_show(ctx: Context, source: str, service_id: str, as_json: bool) -> 
         "next_attempt_at",
         "last_reason",
     ):
-        click.echo(f"{key:>19}: {info[key]}")
+        click.echo(f"{key:>19}: {clean(info[key])}")
     click.echo("             events:")
     for e in info["events"]:
         click.echo(
@@ -207,11 +214,13 @@ def services_show(ctx: Context, source: str, service_id: str, as_json: bool) -> 
             f"{e['reason'] or ''}".rstrip()
         )
     if "drift_error" in info:
-        click.echo(f"drift: cannot read the mail server: {info['drift_error']}")
+        click.echo(f"drift: cannot read the mail server: {clean(info['drift_error'])}")
     elif info.get("drift"):
         click.echo("drift:")
         for d in info["drift"]:
-            click.echo(f"  {d['field']}: desired {d['desired']}, actual {d['actual']}")
+            click.echo(
+                f"  {d['field']}: desired {clean(d['desired'])}, actual {clean(d['actual'])}"
+            )
     else:
         click.echo("drift: none, the mail server matches")
 
@@ -225,11 +234,11 @@ def _link(source: str, service_id: str, username: str, yes: bool, relink: bool) 
         if not ids:
             raise click.ClickException(f"no service {source}:{service_id} in the ledger")
         preview = preview_link(rt, ids[0], username)
-        click.echo(f"service {preview.label}")
-        click.echo(f"  bound now to:    {preview.bound_to or '(nothing)'}")
-        click.echo(f"  DomainAdmin:     {preview.username}")
-        click.echo(f"  recovery e-mail: {preview.recovery_email or '(none)'}")
-        click.echo(f"  domains:         {', '.join(preview.domains) or '(none)'}")
+        click.echo(f"service {clean(preview.label)}")
+        click.echo(f"  bound now to:    {clean(preview.bound_to or '(nothing)')}")
+        click.echo(f"  DomainAdmin:     {clean(preview.username)}")
+        click.echo(f"  recovery e-mail: {clean(preview.recovery_email or '(none)')}")
+        click.echo(f"  domains:         {clean(', '.join(preview.domains) or '(none)')}")
         click.echo(f"  enabled:         {'yes' if preview.enabled else 'no'}")
         if not yes:
             click.confirm("Is this the customer's account? Bind the service to it", abort=True)

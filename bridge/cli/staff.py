@@ -1,4 +1,5 @@
-"""`bridge staff ...`: staff accounts and their API tokens."""
+"""`bridge staff ...`: staff accounts, their roles and API tokens; every change audited as
+cli:<OS user>."""
 
 from __future__ import annotations
 
@@ -8,13 +9,23 @@ from typing import Any
 
 import click
 
-from bridge.cli.base import actor, database, root
+from bridge.cli.base import actor, clean, database, root, table
 from bridge.models import StaffRole
+
+ROLE_HELP = (
+    "viewer reads; operator also retries, resolves, reconciles and links; admin also "
+    "manages staff accounts in the console."
+)
 
 
 @click.group()
 def staff() -> None:
-    """Staff accounts for the console (/admin/) and the JSON API (/api/)."""
+    """Staff accounts for the console (/admin/) and the JSON API (/api/).
+
+    Disable, set-role and reset-password end every console session of that person at once
+    (so does their own logout); disable also revokes their API tokens. The last active
+    admin cannot be disabled, removed or demoted.
+    """
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -31,7 +42,7 @@ def _read_password(from_stdin: bool) -> str:
     type=click.Choice([r.value for r in StaffRole]),
     default=StaffRole.VIEWER.value,
     show_default=True,
-    help="viewer reads; operator also retries, resolves and reconciles.",
+    help=ROLE_HELP,
 )
 @click.option(
     "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
@@ -57,7 +68,7 @@ def staff_add(email: str, role: str, password_stdin: bool) -> None:
         user = staff_mod.add_staff(session, email, password, StaffRole(role), now)
         who.audit(session, "staff_added", now, email=user.email, role=role)
         address = user.email
-    click.echo(f"added {role} {address}; log in at /admin/login")
+    click.echo(f"added {role} {clean(address)}; log in at /admin/login")
 
 
 def _find(session: Any, email: str) -> Any:
@@ -146,6 +157,102 @@ def staff_list(as_json: bool) -> None:
     if not rows:
         click.echo("no staff yet; add one with `bridge staff add EMAIL --role operator`")
         return
-    for row in rows:
-        login = row["last_login_at"] or "never logged in"
-        click.echo(f"{row['email']}  {row['role']}  {row['active_tokens']} token(s)  {login}")
+    table(
+        "Staff",
+        ("e-mail", "role", "state", "API tokens", "last login (UTC)"),
+        [
+            (
+                row["email"],
+                row["role"],
+                "disabled" if row["disabled"] else "active",
+                row["active_tokens"],
+                row["last_login_at"] or "never logged in",
+            )
+            for row in rows
+        ],
+    )
+
+
+def _change(call: Any) -> Any:
+    """Run one account change with the terminal's user as the actor, errors as messages."""
+    rt = root().runtime()
+    with database():
+        return call(rt, actor())
+
+
+@staff.command("disable")
+@click.argument("email")
+def staff_disable(email: str) -> None:
+    """Disable EMAIL: no more logins, every console session ended, every API token revoked.
+
+    The account and its history stay; `bridge staff enable EMAIL` lets them in again.
+    """
+    from bridge.support.staff import disable_staff
+
+    user = _change(lambda rt, who: disable_staff(rt, email, who))
+    click.echo(f"disabled {clean(user.email)}: logged out everywhere, API tokens revoked")
+
+
+@staff.command("enable")
+@click.argument("email")
+def staff_enable(email: str) -> None:
+    """Let a disabled EMAIL log in again (old API tokens stay revoked; make new ones)."""
+    from bridge.support.staff import enable_staff
+
+    user = _change(lambda rt, who: enable_staff(rt, email, who))
+    click.echo(f"enabled {clean(user.email)}; `bridge staff token EMAIL` makes a new API token")
+
+
+@staff.command("set-role")
+@click.argument("email")
+@click.argument("role", type=click.Choice([r.value for r in StaffRole]))
+def staff_set_role(email: str, role: str) -> None:
+    """Give EMAIL another ROLE; their console sessions end (they log in again).
+
+    \b
+    viewer    reads everything
+    operator  also retries, resolves, reconciles and links services
+    admin     also adds, disables and changes staff accounts in the console
+    """
+    from bridge.support.staff import set_role
+
+    user = _change(lambda rt, who: set_role(rt, email, StaffRole(role), who))
+    click.echo(f"{clean(user.email)} is now {role}; their console sessions ended")
+
+
+@staff.command("reset-password")
+@click.argument("email")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+def staff_reset_password(email: str, password_stdin: bool) -> None:
+    """Set a new password for EMAIL (asked twice, hidden); their console sessions end.
+
+    \b
+    bridge staff reset-password ops@example.com
+    printf '%s\\n' "$PASSWORD" | bridge staff reset-password ops@example.com --password-stdin
+    """
+    from bridge.support.staff import password_problems, reset_password
+
+    password = _read_password(password_stdin)
+    problems = password_problems(password)
+    if problems:
+        raise click.ClickException("the password " + "; ".join(problems))
+    user = _change(lambda rt, who: reset_password(rt, email, password, who))
+    click.echo(f"new password set for {clean(user.email)}; their console sessions ended")
+
+
+@staff.command("remove")
+@click.argument("email")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def staff_remove(email: str, yes: bool) -> None:
+    """Delete EMAIL's account and API tokens (the audit log keeps what they did).
+
+    To keep the account but stop its use, `bridge staff disable EMAIL` is enough.
+    """
+    from bridge.support.staff import remove_staff
+
+    if not yes:
+        click.confirm(f"Remove staff member {clean(email)} and their API tokens?", abort=True)
+    removed = _change(lambda rt, who: remove_staff(rt, email, who))
+    click.echo(f"removed {clean(removed)}")

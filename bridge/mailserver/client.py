@@ -171,6 +171,9 @@ class MailServer:
     ) -> None:
         self.settings = settings
         self.limiter = limiter
+        #: The gate row that holds the fleet's token: the limiter's own, unless this handle
+        #: shares another handle's token (the staff reader, bridge/runtime.py).
+        self.token_gate = limiter
         self.http = http or requests.Session()
         # Nothing from the environment: no CA variables (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE,
         # which requests lets override a session's verify, psf/requests#3829), no proxy
@@ -436,7 +439,7 @@ class MailServerClient:
         """The fleet's token: this process's copy, else the database's, else a login made
         by one process at a time (the others wait for it and share it)."""
         cache = self.server.tokens
-        limiter = self.server.limiter
+        limiter = self.server.token_gate
         with cache.lock:
             if cache.token and cache.renew_at > self.server.clock():
                 return cache.token
@@ -511,8 +514,8 @@ class MailServerClient:
             cache.rejected = token
             if cache.token == token:
                 cache.token = None
-            if self.server.limiter is not None:
-                self.server.limiter.drop_token(token)
+            if self.server.token_gate is not None:
+                self.server.token_gate.drop_token(token)
 
     def _call(
         self,

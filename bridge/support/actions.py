@@ -103,7 +103,8 @@ def queue_retry(
     return actor.audit(session, "retry", now, service_id=service_id, requeued=requeued, **kw)
 
 
-def _record_outcome(rt: Runtime, entry_id: int, outcome: Outcome) -> None:
+def record_outcome(rt: Runtime, entry_id: int, outcome: Outcome) -> None:
+    """Add how a reconcile ended to the audit row of the action that asked for it."""
     with rt.transaction() as session:
         entry = session.get(AuditEntry, entry_id)
         if entry is not None:
@@ -141,7 +142,7 @@ def retry_event(
     outcome = None
     if apply:
         outcome = reconcile_now(rt, service_id)
-        _record_outcome(rt, entry_id, outcome)
+        record_outcome(rt, entry_id, outcome)
     return RetryResult(event_id, service_id, requeued, outcome)
 
 
@@ -251,7 +252,8 @@ def preview_link(rt: Runtime, service_id: int, username: str) -> LinkPreview:
                 f'DomainAdmin "{name}" is already bound to service {other.label}; one account '
                 "belongs to one service",
             )
-    account = rt.mailserver.client(time.monotonic() + READ_BUDGET_S).find_domainadmin(name)
+    # a staff page view: from the staff share of the rate, never provisioning's
+    account = rt.staff_mailserver.client(time.monotonic() + READ_BUDGET_S).find_domainadmin(name)
     if not isinstance(account, DomainAdmin):
         what = "does not exist" if account is None else f"is a {account.perm_level}"
         raise ActionError("no_such_domainadmin", f'"{name}" {what} on the mail server')

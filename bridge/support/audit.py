@@ -24,6 +24,12 @@ ACTIONS = (
     "token_revoked",
     "link",
     "relink",
+    "staff_disabled",
+    "staff_enabled",
+    "staff_role_changed",
+    "staff_password_reset",
+    "staff_removed",
+    "import",
 )
 
 
@@ -118,6 +124,14 @@ def describe(entry: AuditEntry) -> str:
         )
     if entry.action == "login_failed":
         return f"login refused: {d.get('reason', '?')} for {d.get('email', '?')}"
+    if entry.action == "staff_role_changed":
+        return f"role of {d.get('email', '?')}: {d.get('was', '?')} -> {d.get('role', '?')}"
+    if entry.action.startswith("staff_"):
+        what = entry.action.removeprefix("staff_").replace("_", " ")
+        return f"staff {d.get('email', '?')} {what}"
+    if entry.action == "import":
+        tail = f", then reconciled: {d['outcome']}" if d.get("outcome") else ""
+        return f"imported: bound to DomainAdmin {d.get('username', '?')}{tail}"
     if entry.action in ("token_issued", "token_revoked"):
         return f"{entry.action.replace('_', ' ')}: {d.get('tokens') or d.get('token') or ''}"
     return entry.action.replace("_", " ")

@@ -24,9 +24,9 @@ from bridge.lifecycle import ServiceState
 from bridge.mailserver import DomainAdmin, MailServer
 from bridge.models import Service
 from bridge.provisioning.desired import snapshot
-from bridge.provisioning.jobs import reconcile_now
 from bridge.provisioning.reconcile import plan
 from bridge.runtime import Runtime
+from bridge.support.actions import Actor, reconcile
 
 #: WHMCS export column names we accept for each field (case and spaces ignored).
 COLUMNS = {
@@ -143,9 +143,11 @@ def import_row(
     row: Row,
     index: dict[str, DomainAdmin],
     apply: bool,
-    who: str = "bridge import",
+    actor: Actor | None = None,
 ) -> Result:
-    """Link one billing service to its DomainAdmin and record its desired state."""
+    """Link one billing service to its DomainAdmin and record its desired state; the link
+    and an `--apply` reconcile are audited as `actor`'s."""
+    actor = actor or Actor("bridge import", "cli")
     if not row.service_ref or not row.username:
         return Result(
             row.line,
@@ -192,7 +194,16 @@ def import_row(
             )
         if not linked_before:
             service.applied_generation = service.generation  # linked: it is ours now
-            service.bound_how, service.bound_at, service.bound_by = "imported", now, who
+            service.bound_how, service.bound_at, service.bound_by = "imported", now, actor.name
+            actor.audit(
+                session,
+                "import",
+                now,
+                service_id=service.id,
+                username=row.username,
+                source=source,
+                line=row.line,
+            )
         service_id = service.id
         try:
             desired = snapshot(session, service, rt.settings)
@@ -210,7 +221,7 @@ def import_row(
             service.generation = service.applied_generation + 1  # visible as not in sync
     outcome = "already_linked" if linked_before else "adopted"
     if drift and apply:
-        result = reconcile_now(rt, service_id)
+        result = reconcile(rt, service_id, actor)
         if result.status != "applied":
             return Result(
                 row.line,

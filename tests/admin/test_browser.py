@@ -184,8 +184,10 @@ def test_support_walk_in_a_real_browser(
                 "Retried: the mail server now matches the billing system."
             )
             expect(page.locator("h1 .badge")).to_have_text("applied")
+            # the page shows the last read of the account; reading again is a button
+            page.get_by_role("button", name="Refresh from the mail server").click()
             expect(
-                page.get_by_text("In sync: a reconcile now would change nothing.")
+                page.get_by_text("In sync: as of that read, a reconcile would change nothing.")
             ).to_be_visible()
             expect(page.locator("#reason")).to_have_count(0)
         finally:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from click.testing import CliRunner, Result
 from sqlalchemy import select
@@ -61,6 +64,9 @@ def test_staff_add_refusals(bridge):
     assert again.exit_code == 1 and "a@example.com is already a staff member" in again.output
     bad = bridge("staff", "add", "not-an-email", "--password-stdin", input=PASSWORD)
     assert bad.exit_code == 1 and "is not an e-mail address" in bad.output
+    evil = bridge("staff", "add", "a\nb\x1b[31m@example.com", "--password-stdin", input=PASSWORD)
+    assert evil.exit_code == 1 and "is not an e-mail address" in evil.output
+    assert "\x1b" not in evil.output
 
 
 def test_token_works_on_the_api_then_revoke_ends_it(bridge, client, db):
@@ -172,3 +178,170 @@ def test_a_database_without_the_staff_tables_says_to_upgrade(tmp_path, config_tr
     result = CliRunner().invoke(cli, ["--config", str(path), "staff", "list"])
     assert result.exit_code == 1
     assert "run `bridge db upgrade`" in result.output
+
+
+# ---- staff lifecycle from a shell (issue 11, item 5) ----------------------------------------
+
+
+def add(bridge, email: str, role: str = "operator") -> None:
+    result = bridge("staff", "add", email, "--role", role, "--password-stdin", input=PASSWORD)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "command", ["disable", "enable", "set-role", "reset-password", "remove", "list", "add"]
+)
+def test_every_staff_command_has_help(bridge, command):
+    result = bridge("staff", command, "--help")
+    assert result.exit_code == 0 and "Usage: cli staff " + command in result.output
+
+
+def test_disable_enable_set_role_reset_remove(bridge, client, db):
+    add(bridge, "boss@example.com", "admin")
+    add(bridge, "a@example.com")
+    token = bridge("staff", "token", "a@example.com").stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    disabled = bridge("staff", "disable", "a@example.com")
+    assert disabled.exit_code == 0, disabled.output
+    assert "disabled a@example.com: logged out everywhere, API tokens revoked" in disabled.output
+    assert client.get("/api/me", headers=headers).status_code == 401
+    again = bridge("staff", "disable", "a@example.com")
+    assert again.exit_code == 1 and "already_disabled: a@example.com is disabled since" in (
+        again.output
+    )
+    assert bridge("staff", "enable", "a@example.com").exit_code == 0
+    listed = bridge("staff", "list")
+    assert re.search(r"a@example\.com\s+operator\s+active\s+0", listed.output), listed.output
+
+    role = bridge("staff", "set-role", "a@example.com", "viewer")
+    assert role.exit_code == 0 and "a@example.com is now viewer" in role.output
+    bad_role = bridge("staff", "set-role", "a@example.com", "king")
+    assert bad_role.exit_code == 2 and "'king' is not one of" in bad_role.output
+
+    new = "Another-Password-77"
+    reset = bridge("staff", "reset-password", "a@example.com", "--password-stdin", input=new)
+    assert reset.exit_code == 0, reset.output
+    user = db.scalar(select(StaffUser).where(StaffUser.email == "a@example.com"))
+    assert verify_password(new, user.password_hash)
+    weak = bridge("staff", "reset-password", "a@example.com", "--password-stdin", input="short")
+    assert weak.exit_code == 1 and "at least 12 characters" in weak.output
+
+    assert bridge("staff", "remove", "a@example.com", input="n\n").exit_code == 1
+    removed = bridge("staff", "remove", "a@example.com", "--yes")
+    assert removed.exit_code == 0 and "removed a@example.com" in removed.output
+    assert db.scalar(select(StaffUser).where(StaffUser.email == "a@example.com")) is None
+    assert db.scalar(select(StaffToken)) is None
+    missing = bridge("staff", "disable", "nobody@example.com")
+    assert missing.exit_code == 1
+    assert "no_such_staff: there is no staff member nobody@example.com" in missing.output
+
+    entries = db.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [e.action for e in entries] == [
+        "staff_added",
+        "staff_added",
+        "token_issued",
+        "staff_disabled",
+        "staff_enabled",
+        "staff_role_changed",
+        "staff_password_reset",
+        "staff_removed",
+    ]
+    assert {(e.via, e.actor) for e in entries} == {("cli", f"cli:{getpass.getuser()}")}
+
+
+def test_the_last_active_admin_is_kept(bridge, db):
+    add(bridge, "boss@example.com", "admin")
+    for args in (("disable",), ("set-role",), ("remove", "--yes")):
+        argv = [args[0], "boss@example.com", *(["operator"] if args[0] == "set-role" else [])]
+        result = bridge("staff", *argv, *args[1:])
+        assert result.exit_code == 1, args
+        assert "last_admin: boss@example.com is the last active admin" in result.output
+        assert "bridge staff set-role EMAIL admin" in result.output
+    # with a second admin, the first may go
+    add(bridge, "deputy@example.com", "admin")
+    assert bridge("staff", "disable", "boss@example.com").exit_code == 0
+    assert bridge("staff", "remove", "deputy@example.com", "--yes").exit_code == 1
+    assert db.scalar(select(StaffUser.role).where(StaffUser.email == "deputy@example.com")) is (
+        StaffRole.ADMIN
+    )
+
+
+# ---- every change a person makes from a shell is audited (issue 11, item 10) --------------
+
+
+def drift_by_hand(sim, username: str, **changes: Any) -> None:
+    """Someone changes the account in the Mail Portal, behind the bridge's back."""
+    token = sim.ctl("POST", "tokens", json={"username": "admin"})["auth_token"]
+    response = requests.patch(
+        f"{sim.url}/api/v1/accounts/{username}/", json=changes, auth=("admin", token), timeout=10
+    )
+    assert response.ok
+
+
+def test_bridge_reconcile_is_audited_as_the_os_user(bridge, client, sim, db):
+    send(client, Action.CREATE, 1001, product=2)
+    drift_by_hand(sim, "mail1001", quota_mailboxes=99)
+    dry = bridge("reconcile", "whmcs", "1001", "--dry-run")
+    assert dry.exit_code == 0 and "would: set mailboxes 99 -> 25" in dry.output
+    assert db.scalar(select(AuditEntry)) is None  # looking changes nothing
+
+    fixed = bridge("reconcile", "whmcs", "1001")
+    assert fixed.exit_code == 0, fixed.output
+    assert sim.account("mail1001")["quota_mailboxes"] == 25
+    (entry,) = db.scalars(select(AuditEntry))
+    assert (entry.action, entry.via, entry.actor) == (
+        "reconcile",
+        "cli",
+        f"cli:{getpass.getuser()}",
+    )
+    assert entry.service_id == db.scalar(select(Service.id))
+    assert entry.detail["outcome"] == "applied"
+
+
+def test_bridge_import_apply_is_audited_as_the_os_user(bridge, sim, db, tmp_path):
+    sim.seed(
+        {
+            "accounts": [
+                {
+                    "username": "old1",
+                    "perm_level": "DomainAdmin",
+                    "password": "Old-Plugin-Passw0rd",
+                    "recovery_email": "client1@example.org",
+                    "quota_domains": 1,
+                    "quota_domainaliases": 1,
+                    "quota_aliases": 10,
+                    "quota_mailboxes": 4,  # drifted: the starter tier has 5
+                    "storagequota_total": 5120,
+                }
+            ]
+        }
+    )
+    csv = tmp_path / "services.csv"
+    csv.write_text(
+        "id,pid,userid,email,username,status\n5001,1,1,client1@example.org,old1,Active\n",
+        encoding="utf-8",
+    )
+    result = bridge("import", "whmcs", "--csv", str(csv), "--apply")
+    assert result.exit_code == 0, result.output
+    assert sim.account("old1")["quota_mailboxes"] == 5
+    who = f"cli:{getpass.getuser()}"
+    entries = db.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(e.action, e.via, e.actor) for e in entries] == [
+        ("import", "cli", who),
+        ("reconcile", "cli", who),
+    ]
+    assert entries[0].detail["username"] == "old1" and entries[1].detail["outcome"] == "applied"
+    assert db.scalar(select(Service.bound_by)) == who
+
+
+def test_cli_retries_record_who_and_how_each_ended(
+    bridge, client, sim, db, config_file, config_tree
+):
+    send(client, Action.CREATE, 1001, product=77)
+    config_tree["products"]["whmcs"][77] = "starter"
+    config_file.write_text(yaml.safe_dump(config_tree), encoding="utf-8")
+    assert bridge("events", "retry", "--failed", "--yes").exit_code == 0
+    retry = db.scalar(select(AuditEntry).where(AuditEntry.action == "retry"))
+    assert (retry.via, retry.actor) == ("cli", f"cli:{getpass.getuser()}")
+    assert retry.detail["outcome"] == "applied"

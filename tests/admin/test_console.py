@@ -79,10 +79,14 @@ def test_unmapped_product_event_shows_why_and_applies_after_the_fix(
 
     use_settings(app, fixed_settings(config_tree, 77, "business"))
     form_post(client, url, f"{url}/retry")
+    text = plain(text_of(client.get(url)))
+    assert "Retried: the mail server now matches the billing system." in text
+    service_id = db.get(Event, answer["event_id"]).service_id
+    refresh = f"/admin/services/{service_id}/refresh"
+    assert form_post(client, url, refresh, event=answer["event_id"]).location == url
     page = text_of(client.get(url))
     text = plain(page)
-    assert "Retried: the mail server now matches the billing system." in text
-    assert "In sync: a reconcile now would change nothing." in text
+    assert "In sync: as of that read, a reconcile would change nothing." in text
     assert 'class="badge s-applied"' in page
     event = db.get(Event, answer["event_id"])
     assert event.status is EventStatus.APPLIED and event.reason is None
@@ -168,8 +172,14 @@ def test_service_page_highlights_drift_and_reconciles(as_operator, client, sim, 
     )
     assert response.ok
     url = f"/admin/services/{service_id}"
+    assert "The account has not been read from the mail server yet." in plain(
+        text_of(client.get(url))
+    )
+    form_post(client, url, f"{url}/refresh")
     page = text_of(client.get(url))
     text = plain(page)
+    assert f"Mail server side as read at {datetime.now(UTC):%Y-%m-%d}" in text
+    assert f"by {OPERATOR}" in text
     assert "Tier business" in text
     assert re.search(r'<tr class="differs">\s*<th scope="row">mailboxes', page)
     assert "mailboxes (differs) 25 99, 0 used" in text
@@ -180,7 +190,9 @@ def test_service_page_highlights_drift_and_reconciles(as_operator, client, sim, 
     assert response.status_code == 302
     text = plain(text_of(client.get(url)))
     assert "Reconciled: 1 change(s) made on the mail server." in text
-    assert "In sync" in text
+    assert "A reconcile ran after that read" in text
+    form_post(client, url, f"{url}/refresh")
+    assert "In sync" in plain(text_of(client.get(url)))
     assert sim.account("mail1001")["quota_mailboxes"] == 25
     (entry,) = db.scalars(select(AuditEntry).where(AuditEntry.action == "reconcile"))
     assert entry.service_id == service_id and entry.detail["outcome"] == "applied"
@@ -191,14 +203,18 @@ def test_event_page_says_when_the_mail_server_cannot_be_read(as_operator, client
     # no simulator here: the configured mail server (127.0.0.1:9) refuses connections
     answer = send(client, Action.CREATE, 1001)
     assert answer["status"] == "queued"
-    response = client.get(f"/admin/events/{answer['event_id']}")
+    url = f"/admin/events/{answer['event_id']}"
+    service_id = db.scalar(select(Service.id))
+    form_post(client, url, f"/admin/services/{service_id}/refresh", event=answer["event_id"])
+    response = client.get(url)
     assert response.status_code == 200
     text = plain(text_of(response))
-    assert "The mail server could not be read: mailserver_unreachable" in text
+    assert "Not refreshed: mailserver_unreachable" in text
+    assert "The account has not been read from the mail server yet." in text
     assert "Billing wants" in text and "unknown" in text
-    service = client.get(f"/admin/services/{db.scalar(select(Service.id))}")
+    service = client.get(f"/admin/services/{service_id}")
     assert service.status_code == 200
-    assert "The mail server could not be read" in plain(text_of(service))
+    assert "The account has not been read from the mail server yet." in plain(text_of(service))
 
 
 def test_attempts_show_each_call_and_the_error(as_operator, client, sim, db):
