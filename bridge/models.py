@@ -24,6 +24,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from bridge.db import Base, UTCDateTime, utcnow
 from bridge.lifecycle import EventStatus, ServiceState
 
+#: The largest id an Integer key holds on every database (PostgreSQL's `integer`): a larger
+#: one is refused where it is given (a route, a filter), never sent in a query.
+MAX_ROW_ID = 2**31 - 1
+
 
 def _enum(cls: type[enum.Enum]) -> Enum:
     return Enum(

@@ -8,23 +8,70 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from flask import Flask, current_app, g, jsonify, request
+from flask import Flask, Request, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter
+from werkzeug.utils import cached_property
 from werkzeug.wrappers import Response
+from werkzeug.wsgi import LimitedStream
 
 from bridge.config import Settings
 from bridge.errors import BridgeError
+from bridge.models import MAX_ROW_ID
 from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
+class RowId(IntegerConverter):
+    """`<int:...>` in every route: a row id from 0 to MAX_ROW_ID; a larger one is 404."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ROW_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+class _BodyAtMost(LimitedStream):
+    """A body without Content-Length (chunked), read up to max_content_length: one byte
+    more is 413. Werkzeug's own stream stops quietly at the limit on a full read, which
+    would hand the view a truncated body."""
+
+    def on_exhausted(self) -> None:
+        if self._stream.read(1):
+            raise RequestEntityTooLarge()
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted:
+            self.on_exhausted()
+        return data
+
+
+class BoundedRequest(Request):
+    """Flask's request, except that a chunked body over MAX_CONTENT_LENGTH is 413."""
+
+    @cached_property
+    def stream(self) -> Any:
+        """The body stream (see _BodyAtMost)."""
+        limit = self.max_content_length
+        if (
+            limit is not None
+            and self.content_length is None
+            and "wsgi.input_terminated" in self.environ
+        ):
+            return _BodyAtMost(self.environ["wsgi.input"], limit, is_max=True)
+        return super().stream
+
+
 def init_app(app: Flask, rt: Runtime) -> None:
-    """Attach the runtime; the request's read session closes at teardown."""
+    """Attach the runtime; the request's read session closes at teardown. Before any
+    blueprint: bounded ids in routes and bounded request bodies."""
     app.extensions["bridge.runtime"] = rt
     app.teardown_request(_close_session)
+    app.request_class = BoundedRequest
+    app.url_map.converters["int"] = RowId
 
 
 def runtime(app: Flask | None = None) -> Runtime:

@@ -11,12 +11,24 @@ it, the signed webhook timestamp is used.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from bridge.adapters.base import by_field, redact
+from bridge.adapters.base import (
+    Password,
+    Username,
+    billing_id,
+    billing_time,
+    by_field,
+    check_json,
+    check_value,
+    clamp_time,
+    email,
+    options,
+    redact,
+    text,
+)
 from bridge.lifecycle import Action, BillingEvent, Ignored, PayloadError, TransferKind
 
 EVENTS = (
@@ -30,6 +42,19 @@ EVENTS = (
 )
 USERNAME_FIELDS = ("mailbridge_username", "username")
 DOMAIN_FIELDS = ("mailbridge_domain", "domain", "mail_domain")
+#: The service fields (Blesta's module fields: a service's custom fields) the adapter reads;
+#: no other is stored. Blesta also passes them in `vars`, by their key.
+USED_FIELDS = (*USERNAME_FIELDS, *DOMAIN_FIELDS)
+#: The keys of `vars` the adapter reads; no other is stored.
+USED_VARS = (
+    "status",
+    "client_id",
+    "pricing_id",
+    "configoptions",
+    "suspension_reason",
+    "password",
+    *USED_FIELDS,
+)
 
 
 class EnvelopeSchema(Schema):
@@ -39,47 +64,61 @@ class EnvelopeSchema(Schema):
     event = fields.String(
         required=True, validate=validate.OneOf(EVENTS, error="must be one of: {choices}")
     )
-    service_id = fields.Integer(required=True, validate=validate.Range(min=1))
+    service_id = billing_id(required=True)
     vars = fields.Dict(load_default=dict)
     old_service = fields.Dict(load_default=dict, allow_none=True)
     service = fields.Dict(load_default=dict, allow_none=True)
     client = fields.Dict(load_default=dict, allow_none=True)
-    occurred_at = fields.AwareDateTime(load_default=None, format="iso")
+    occurred_at = billing_time(load_default=None)
 
 
 def _fields(service: dict[str, Any]) -> dict[str, Any]:
     out = {}
-    for item in service.get("fields") or []:
+    for item in _list(service.get("fields")):
         if isinstance(item, dict) and "key" in item:
             out[str(item["key"])] = item.get("value")
     return out
 
 
-def _first(mapping: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _first(mapping: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, str]:
+    """The first non-empty value among keys, and the key it was found under."""
     for key in keys:
         if mapping.get(key):
-            return str(mapping[key])
-    return None
+            return mapping[key], key
+    return None, keys[0]
 
 
 def _options(vars_: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
     if isinstance(vars_.get("configoptions"), dict):
-        return dict(vars_["configoptions"])
+        return dict(check_value(options(), vars_["configoptions"], "vars.configoptions") or {})
     out: dict[str, Any] = {}
-    for option in service.get("options") or []:
+    for option in _list(service.get("options")):
         if isinstance(option, dict) and option.get("option_name"):
+            if option.get("option_type") == "password":
+                continue  # a secret, never an add-on
             quantity = option.get("qty")
             out[str(option["option_name"])] = (
                 option.get("option_value") if option.get("option_type") != "quantity" else quantity
             )
-    return out
+    return dict(check_value(options(), out, "service.options") or {})
 
 
-def _occurred_at(sent: datetime | None, signed_at: int) -> datetime:
-    """When Blesta fired the event (sent by the plugin, kept when it re-sends from its
-    outbox), never later than the signature; the signature time when absent."""
-    signed = datetime.fromtimestamp(signed_at, UTC)
-    return min(sent, signed) if sent is not None else signed
+def _stored(body: dict[str, Any]) -> dict[str, Any]:
+    """What is kept of a post: of the service fields and `vars` only what the adapter reads
+    (no other custom field is stored at all); secrets among the rest redacted."""
+    out = dict(body)
+    if isinstance(body.get("vars"), dict):
+        out["vars"] = {k: v for k, v in body["vars"].items() if k in USED_VARS}
+    for side in ("old_service", "service"):
+        obj = body.get(side)
+        if isinstance(obj, dict) and isinstance(obj.get("fields"), list):
+            used = [f for f in obj["fields"] if isinstance(f, dict) and f.get("key") in USED_FIELDS]
+            out[side] = {**obj, "fields": used}
+    return dict(redact(out))
 
 
 def _str(value: Any) -> str | None:
@@ -91,6 +130,7 @@ class BlestaAdapter:
 
     def parse(self, body: dict[str, Any], signed_at: int) -> BillingEvent | Ignored:
         """Decide the action from the event name and what changed."""
+        check_json(body)
         try:
             data = EnvelopeSchema().load(body)
         except ValidationError as exc:
@@ -100,7 +140,7 @@ class BlestaAdapter:
         service = data["service"] or old
         client = data["client"] or {}
         service_ref = str(data["service_id"])
-        payload = redact(body)
+        payload = _stored(body)
         transfer_kind = None
         previous_client = None
 
@@ -142,31 +182,41 @@ class BlestaAdapter:
         password = vars_.get("password") if isinstance(vars_.get("password"), str) else None
         if action is Action.CHANGE_PASSWORD and not password:
             raise PayloadError({"vars": {"password": ["required for MailBridge.changePassword"]}})
-        if action in (Action.CREATE, Action.TRANSFER) and not client.get("email"):
+        password = check_value(Password(), password, "vars.password")
+        email_ = check_value(email(), client.get("email"), "client.email")
+        if action in (Action.CREATE, Action.TRANSFER) and not email_:
             raise PayloadError({"client": {"email": [f"required for {event} ({action})"]}})
         package = service.get("package") or old.get("package") or {}
+        package = package if isinstance(package, dict) else {}
         meta: dict[str, Any] = package["meta"] if isinstance(package.get("meta"), dict) else {}
         service_fields = {**_fields(old), **_fields(service)}
-        domain = _first(service_fields, DOMAIN_FIELDS) or _str(vars_.get("domain"))
-        username = _first(service_fields, USERNAME_FIELDS) or _str(vars_.get("username"))
+        domain = _read(text(255), DOMAIN_FIELDS, service_fields, vars_, "domain")
+        username = _read(Username(), USERNAME_FIELDS, service_fields, vars_, "username")
         if action is Action.CREATE and not username:
             raise PayloadError(
                 {"service": {"fields": ["a mailbridge_username (or username) field is required"]}}
             )
-        name = " ".join(p for p in (client.get("first_name"), client.get("last_name")) if p)
+        name_parts = [
+            check_value(text(255), client.get(key), f"client.{key}")
+            for key in ("first_name", "last_name", "company")
+        ]
+        name = " ".join(p for p in name_parts[:2] if p) or name_parts[2]
+        client_ref = (
+            _id(client.get("id"), "client.id")
+            or _id(vars_.get("client_id"), "vars.client_id")
+            or _id(old.get("client_id"), "old_service.client_id")
+        )
         return BillingEvent(
             action=action,
             native_event=event,
             service_ref=service_ref,
-            occurred_at=_occurred_at(data["occurred_at"], signed_at),
+            occurred_at=clamp_time(data["occurred_at"], signed_at),
             payload=payload,
-            client_ref=_str(client.get("id"))
-            or _str(vars_.get("client_id"))
-            or _str(old.get("client_id")),
-            client_email=client.get("email"),
-            client_name=name or client.get("company") or None,
-            product_id=_str(package.get("id")),
-            tier_key=_str(meta.get("plan")),
+            client_ref=client_ref,
+            client_email=email_,
+            client_name=name[:255] if name else None,
+            product_id=_id(package.get("id"), "service.package.id"),
+            tier_key=check_value(text(64), meta.get("plan"), "service.package.meta.plan"),
             addons=_options(vars_, service),
             username=username,
             domain=domain,
@@ -176,3 +226,23 @@ class BlestaAdapter:
             transfer_kind=transfer_kind,
             previous_client_ref=previous_client,
         )
+
+
+def _id(value: Any, path: str) -> str | None:
+    """A billing id (an int or its digits) as decimal text; None when absent."""
+    number = check_value(billing_id(), value, path)
+    return None if number is None else str(number)
+
+
+def _read(
+    field: fields.Field[Any],
+    keys: tuple[str, ...],
+    service_fields: dict[str, Any],
+    vars_: dict[str, Any],
+    var: str,
+) -> Any:
+    """A value from the service fields (first of `keys`), else from `vars`, checked."""
+    value, key = _first(service_fields, keys)
+    if value:
+        return check_value(field, value, f"service.fields.{key}")
+    return check_value(field, vars_.get(var), f"vars.{var}")

@@ -6,7 +6,19 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from bridge.adapters.base import by_field, redact
+from bridge.adapters.base import (
+    Password,
+    Username,
+    billing_id,
+    billing_time,
+    by_field,
+    check_json,
+    clamp_time,
+    email,
+    options,
+    redact,
+    text,
+)
 from bridge.lifecycle import Action, BillingEvent, PayloadError, TransferKind
 
 #: WHMCS module function (or our hook's name) -> normalized action.
@@ -25,46 +37,37 @@ NEEDS_PASSWORD = {"CreateAccount", "ChangePassword"}
 NEEDS_CLIENT_EMAIL = {"CreateAccount", "MoveService"}
 
 
+#: The client details the adapter reads; the rest (address, phone, the client's custom
+#: fields) is not stored.
+CLIENT_KEYS = ("email", "firstname", "lastname", "companyname")
+
+
 class ClientDetailsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    email = fields.Email(load_default=None)
-    firstname = fields.String(load_default=None, allow_none=True)
-    lastname = fields.String(load_default=None, allow_none=True)
-    companyname = fields.String(load_default=None, allow_none=True)
-
-
-class OptionValue(fields.Field[int | str | None]):
-    """A configurable option: a quantity (int or digits) or a choice's name."""
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        if value is None or isinstance(value, (int, str)) and not isinstance(value, bool):
-            return value
-        raise self.make_error("invalid")
-
-    default_error_messages = {"invalid": "must be a number or a string"}
+    email = email(load_default=None)
+    firstname = text(255, load_default=None, allow_none=True)
+    lastname = text(255, load_default=None, allow_none=True)
+    companyname = text(255, load_default=None, allow_none=True)
 
 
 class ParamsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    serviceid = fields.Integer(required=True, validate=validate.Range(min=1))
-    pid = fields.Integer(required=True, validate=validate.Range(min=1))
-    userid = fields.Integer(required=True, validate=validate.Range(min=1))
-    username = fields.String(load_default="", allow_none=True)
-    domain = fields.String(load_default="", allow_none=True)
-    password = fields.String(load_default=None, allow_none=True)
+    serviceid = billing_id(required=True)
+    pid = billing_id(required=True)
+    userid = billing_id(required=True)
+    username = Username(load_default="", allow_none=True)
+    domain = text(255, load_default="", allow_none=True)
+    password = Password(load_default=None, allow_none=True)
     clientsdetails = fields.Nested(ClientDetailsSchema, load_default=dict)
-    configoptions = fields.Dict(
-        keys=fields.String(), values=OptionValue(allow_none=True), load_default=dict
-    )
-    customfields = fields.Dict(load_default=dict)
-    configoption1 = fields.String(load_default="", allow_none=True)
+    configoptions = options(load_default=dict)
+    configoption1 = text(64, load_default="", allow_none=True)
     suspendreason = fields.String(load_default=None, allow_none=True)
-    target_serviceid = fields.Integer(load_default=None, validate=validate.Range(min=1))
-    previous_userid = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    target_serviceid = billing_id(load_default=None)
+    previous_userid = billing_id(load_default=None)
 
 
 class EnvelopeSchema(Schema):
@@ -75,7 +78,7 @@ class EnvelopeSchema(Schema):
         required=True,
         validate=validate.OneOf(list(ACTIONS), error="must be one of: {choices}"),
     )
-    occurred_at = fields.AwareDateTime(required=True, format="iso")
+    occurred_at = billing_time(required=True)
     params = fields.Nested(ParamsSchema, required=True)
 
     @validates_schema
@@ -99,7 +102,21 @@ class EnvelopeSchema(Schema):
 def _name(details: dict[str, Any]) -> str | None:
     parts = [details.get("firstname"), details.get("lastname")]
     name = " ".join(p for p in parts if p) or details.get("companyname")
-    return name or None
+    return name[:255] if name else None
+
+
+def stored(body: dict[str, Any]) -> dict[str, Any]:
+    """What is kept of the envelope: no `server*` key, no custom field (the adapter uses
+    none), only the client details it reads; secrets redacted."""
+    params = {
+        k: v
+        for k, v in body["params"].items()
+        if not k.startswith("server") and k != "customfields"
+    }
+    details = params.get("clientsdetails")
+    if isinstance(details, dict):
+        params["clientsdetails"] = {k: details[k] for k in CLIENT_KEYS if k in details}
+    return dict(redact({**body, "params": params}))
 
 
 class WhmcsAdapter:
@@ -107,13 +124,13 @@ class WhmcsAdapter:
 
     def parse(self, body: dict[str, Any], signed_at: int) -> BillingEvent:
         """Validate the envelope and map the module function to an action."""
+        check_json(body)
         try:
             data = EnvelopeSchema().load(body)
         except ValidationError as exc:
             raise PayloadError(by_field(exc.messages)) from None
         event, params = data["event"], data["params"]
         details = params["clientsdetails"]
-        raw_params = {k: v for k, v in body["params"].items() if not k.startswith("server")}
         kind = None
         if event == "MoveService":
             kind = TransferKind.CLIENT
@@ -123,8 +140,8 @@ class WhmcsAdapter:
             action=ACTIONS[event],
             native_event=event,
             service_ref=str(params["serviceid"]),
-            occurred_at=data["occurred_at"],
-            payload=redact({**body, "params": raw_params}),
+            occurred_at=clamp_time(data["occurred_at"], signed_at),
+            payload=stored(body),
             client_ref=str(params["userid"]),
             client_email=details.get("email"),
             client_name=_name(details),

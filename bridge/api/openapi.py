@@ -8,6 +8,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
+from bridge.models import MAX_ROW_ID
 from bridge.support import schemas as s
 
 VERSION = "1.0.0"
@@ -18,6 +19,12 @@ _ERRORS = {
 }
 _OPERATOR = {"403": {"$ref": "#/components/responses/Forbidden"}}
 _NOT_FOUND = {"404": {"$ref": "#/components/responses/NotFound"}}
+#: What a request body can be refused with before its fields are read.
+_BODY = {
+    "400": {"$ref": "#/components/responses/BadJson"},
+    "413": {"$ref": "#/components/responses/TooLarge"},
+    "415": {"$ref": "#/components/responses/NotJson"},
+}
 
 
 def _json(schema: Any, description: str) -> dict[str, Any]:
@@ -33,8 +40,9 @@ def _id(name: str, what: str) -> dict[str, Any]:
         "in": "path",
         "name": name,
         "required": True,
-        "schema": {"type": "integer"},
-        "description": what,
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID},
+        "example": 1,
+        "description": f"{what}; an id that does not exist is 404",
     }
 
 
@@ -82,6 +90,9 @@ def build_spec() -> APISpec:
         ("NotFound", "no such event or service"),
         ("Invalid", "the input is not valid; `errors` lists it by field"),
         ("Conflict", "the action does not apply (e.g. resolving an event that is not failed)"),
+        ("BadJson", "the body is not a JSON object (`invalid_json`)"),
+        ("TooLarge", "the body is larger than `intake.max_body_bytes`"),
+        ("NotJson", "the body is not sent as `Content-Type: application/json`"),
     ):
         spec.components.response(name, _json(error, text))
 
@@ -114,6 +125,7 @@ def build_spec() -> APISpec:
                 "requestBody": _body("BulkRetryRequest"),
                 "responses": {
                     "200": _json("BulkRetryResult", "services queued"),
+                    **_BODY,
                     **_ERRORS,
                     **_OPERATOR,
                 },
@@ -143,6 +155,7 @@ def build_spec() -> APISpec:
                 "requestBody": _body("RetryRequest"),
                 "responses": {
                     "200": _json("RetryResult", "queued, and the outcome when applied"),
+                    **_BODY,
                     "409": {"$ref": "#/components/responses/Conflict"},
                     **_ERRORS,
                     **_OPERATOR,
@@ -160,6 +173,7 @@ def build_spec() -> APISpec:
                 "requestBody": _body("ResolveRequest"),
                 "responses": {
                     "200": _json("Event", "the event"),
+                    **_BODY,
                     "409": {"$ref": "#/components/responses/Conflict"},
                     **_ERRORS,
                     **_OPERATOR,
@@ -186,8 +200,10 @@ def build_spec() -> APISpec:
             "post": {
                 "summary": "Reconcile a service now",
                 "parameters": [_id("service_id", "the bridge's service id")],
+                "requestBody": _body({"type": "object", "description": "no fields; may be empty"}),
                 "responses": {
                     "200": _json("Outcome", "how it ended"),
+                    **_BODY,
                     **_ERRORS,
                     **_OPERATOR,
                     **_NOT_FOUND,
@@ -207,6 +223,7 @@ def build_spec() -> APISpec:
                 "requestBody": _body("LinkRequest"),
                 "responses": {
                     "200": _json("LinkResult", "the account"),
+                    **_BODY,
                     "409": {"$ref": "#/components/responses/Conflict"},
                     **_ERRORS,
                     **_OPERATOR,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from functools import wraps
@@ -110,7 +111,10 @@ def _body() -> dict[str, Any]:
             "send the body as Content-Type: application/json",
             http_status=415,
         )
-    data = request.get_json(silent=True)
+    try:
+        data = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
+        data = None
     if not isinstance(data, dict):
         raise BridgeError("invalid_json", "the body must be a JSON object", http_status=400)
     return data

@@ -13,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from bridge import intake, metrics
+from bridge.adapters.base import billing_id, check_value
 from bridge.config import Settings, SourceSettings
 from bridge.errors import BridgeError
 from bridge.intake import Receipt
@@ -140,9 +141,9 @@ def service_info(source: str) -> ResponseReturnValue:
     """A service's state and set-up details, for the billing system's client/admin area."""
     verified = verify_request(source)
     data = intake.parse_object(verified.body)
-    ref = data.get("service")
-    if not isinstance(ref, (str, int)) or isinstance(ref, bool) or str(ref) == "":
+    if data.get("service") in (None, ""):
         raise PayloadError({"service": ["the billing service id is required"]})
+    ref = str(check_value(billing_id(), data["service"], "service"))
     session = get_session()
     service = session.scalar(
         select(Service).where(Service.source == source, Service.service_ref == str(ref))

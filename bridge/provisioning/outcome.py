@@ -151,8 +151,12 @@ def _applied(service: Service, events: list[Event], done: Attempted, newer: bool
     service.applied_generation = max(service.applied_generation, desired.generation)
     if plan.binds and not service.bound and service.username == desired.username:
         service.bound_how, service.bound_at, service.bound_by = plan.binds, done.started, "bridge"
-    if record.get("password_applied") and service.password_hash == desired.password_hash:
+    password_done = record.get("password_applied") or plan.password_done or record.get("deleted")
+    if password_done and service.password_hash == desired.password_hash:
+        # Keep less: once applied (or no longer needed) the hash is erased, in this same
+        # transaction; a newer one that arrived meanwhile stays pending.
         service.password_pending = False
+        service.password_hash = None
     if "suspended_accounts" in record:
         service.suspended_accounts = record["suspended_accounts"]
     if record.get("transfer_done") and service.transfer_to == desired.transfer_to_ref:

@@ -93,6 +93,9 @@ class Plan:
     blocked: dict[str, PermanentError] = field(default_factory=dict)
     #: How this reconcile binds an unbound service once it succeeds: created or adopted.
     binds: str | None = None
+    #: The pending password hash needs no call: the server already has it, or the account is
+    #: gone. Like a sent one, it is erased once the reconcile succeeds.
+    password_done: bool = False
 
     def add(self, kind: str, detail: str, **args: Any) -> None:
         """Append a step."""
@@ -130,6 +133,7 @@ def plan(
                     "has not sent a create for this service",
                 )
             result.note = "terminated; the DomainAdmin is gone"
+            result.password_done = True
             return result
         if desired.limits is None:
             if desired.package_blocked is not None:
@@ -200,14 +204,13 @@ def plan(
         )
         fields["recovery_email"] = desired.recovery_email
         said.append(f"recovery e-mail -> {desired.recovery_email}")
-    if (
-        desired.password_pending
-        and desired.password_hash
-        and (actual.password_hash != desired.password_hash)
-    ):
-        result.drift.append(Difference("password", "(new from billing)", "(older)"))
-        fields["password"] = desired.password_hash
-        said.append("password from billing (as a SHA512-crypt hash)")
+    if desired.password_pending and desired.password_hash:
+        if actual.password_hash != desired.password_hash:
+            result.drift.append(Difference("password", "(new from billing)", "(older)"))
+            fields["password"] = desired.password_hash
+            said.append("password from billing (as a SHA512-crypt hash)")
+        else:
+            result.password_done = True
     if fields:
         result.add("update", "set " + ", ".join(said), fields=fields)
 

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Integer, Select, cast, func, select
 from sqlalchemy.orm import Session
 
 from bridge.lifecycle import Action, EventStatus
-from bridge.models import Attempt, Event, Service, Usage
+from bridge.models import MAX_ROW_ID, Attempt, Event, Service, Usage
 from bridge.support.usage import storage_full
 
 DEFAULT_PAGE = 50
@@ -90,10 +90,38 @@ class _Strict(Schema):
         unknown = RAISE
 
 
+#: The window a `since`/`until` must fall in: nothing the ledger holds is outside it.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def printable(value: str) -> bool:
+    """No control character, NUL or lone surrogate (not storable, not a real name)."""
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 or 0xD800 <= ord(c) < 0xE000 for c in value):
+        raise ValidationError("must not contain control characters")
+    return True
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """ISO 8601 (no zone means UTC) from EARLIEST to LATEST, in UTC. The window is checked on
+    timestamps, which never overflow, before the zone is converted."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        when = super()._deserialize(value, attr, data, **kwargs)
+        if not EARLIEST.timestamp() <= when.timestamp() < LATEST.timestamp():
+            raise ValidationError(f"must be from {EARLIEST.year} to {LATEST.year - 1}")
+        return when.astimezone(UTC)
+
+
 def _text(description: str) -> fields.String:
     return fields.String(
-        validate=validate.Length(min=1, max=64), metadata={"description": description}
+        validate=[validate.Length(min=1, max=64), printable],
+        metadata={"description": description, "pattern": r"^[^\x00-\x1f\x7f-\x9f]+$"},
     )
+
+
+def _when(description: str) -> UtcDateTime:
+    return UtcDateTime(default_timezone=UTC, metadata={"description": description})
 
 
 class EventFilterSchema(_Strict):
@@ -108,19 +136,13 @@ class EventFilterSchema(_Strict):
     service = _text("the billing system's service id")
     service_id = fields.Integer(
         strict=False,
-        validate=validate.Range(min=1),
+        validate=validate.Range(min=1, max=MAX_ROW_ID),
         metadata={"description": "the bridge's own service id"},
     )
     reason = _text("failure or outcome reason, e.g. unmapped_product")
     product = _text("the service's billing product id")
-    since = fields.AwareDateTime(
-        default_timezone=UTC,
-        metadata={"description": "received at or after (ISO 8601; no zone means UTC)"},
-    )
-    until = fields.AwareDateTime(
-        default_timezone=UTC,
-        metadata={"description": "received before (ISO 8601; no zone means UTC)"},
-    )
+    since = _when("received at or after (ISO 8601; no zone means UTC; 2000-2199)")
+    until = _when("received before (ISO 8601; no zone means UTC; 2000-2199)")
     unresolved = fields.Boolean(metadata={"description": "only events nobody marked resolved"})
     storage_full = fields.Boolean(
         metadata={

@@ -14,11 +14,14 @@ from marshmallow import (
     validates_schema,
 )
 
+from bridge.adapters.base import USERNAME, USERNAME_RULE
 from bridge.lifecycle import EventStatus
+from bridge.models import MAX_ROW_ID
 from bridge.support.queries import (
     DEFAULT_PAGE,
     MAX_PAGE,
     EventFilterSchema,
+    printable,
     to_filter,
 )
 
@@ -28,18 +31,33 @@ class _Strict(Schema):
         unknown = RAISE
 
 
+class _Flag(fields.Boolean):
+    """A JSON body's boolean: true or false only (1/0 and "yes" are for query strings)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def _flag(default: bool, description: str) -> _Flag:
+    return _Flag(load_default=default, metadata={"description": description})
+
+
 class EventQuerySchema(EventFilterSchema):
     """GET /api/events: a filter plus a keyset cursor."""
 
     before = fields.Integer(
         strict=False,
-        validate=validate.Range(min=1),
+        validate=validate.Range(min=1, max=MAX_ROW_ID),
         metadata={"description": "events with a smaller id (the next, older page)"},
     )
     after = fields.Integer(
         strict=False,
-        validate=validate.Range(min=0),
-        metadata={"description": "events with a larger id (the previous, newer page)"},
+        validate=validate.Range(min=0, max=MAX_ROW_ID),
+        metadata={
+            "description": "events with a larger id (the previous, newer page); not with before"
+        },
     )
     limit = fields.Integer(
         strict=False,
@@ -68,18 +86,25 @@ class EventQuerySchema(EventFilterSchema):
 class BulkRetrySchema(EventFilterSchema):
     """POST /api/events/retry: which failed events; `dry_run` only counts."""
 
-    dry_run = fields.Boolean(
-        load_default=False, metadata={"description": "count the services, queue nothing"}
-    )
+    unresolved = _flag(False, "only events nobody marked resolved")
+    dry_run = _flag(False, "count the services, queue nothing")
 
 
 class RetrySchema(_Strict):
     """POST /api/events/{id}/retry."""
 
-    apply = fields.Boolean(
-        load_default=True,
-        metadata={"description": "reconcile at once (default); false only queues it"},
-    )
+    apply = _flag(True, "reconcile at once (default); false only queues it")
+
+
+def _username(value: str) -> bool:
+    if not USERNAME.fullmatch(value):
+        raise ValidationError(USERNAME_RULE)
+    return True
+
+
+def _note_text(value: str) -> bool:
+    """Free text over several lines: newlines and tabs, no other control character."""
+    return printable(value.replace("\n", " ").replace("\r", " ").replace("\t", " "))
 
 
 class ResolveSchema(_Strict):
@@ -87,7 +112,8 @@ class ResolveSchema(_Strict):
 
     note = fields.String(
         load_default=None,
-        validate=validate.Length(max=500),
+        allow_none=True,
+        validate=[validate.Length(max=500), _note_text],
         metadata={"description": "why it needs no retry"},
     )
 
@@ -204,17 +230,15 @@ class LinkSchema(_Strict):
 
     username = fields.String(
         required=True,
-        validate=validate.Length(min=1, max=255),
-        metadata={"description": "the DomainAdmin's username on the mail server"},
+        validate=_username,
+        metadata={
+            "description": "the DomainAdmin's username on the mail server",
+            "pattern": f"^{USERNAME.pattern}$",
+            "example": "mail1001",
+        },
     )
-    confirm = fields.Boolean(
-        load_default=False,
-        metadata={"description": "false (default) only shows the account; true binds"},
-    )
-    relink = fields.Boolean(
-        load_default=False,
-        metadata={"description": "move the binding of an already bound service"},
-    )
+    confirm = _flag(False, "false (default) only shows the account; true binds")
+    relink = _flag(False, "move the binding of an already bound service")
 
 
 class LinkResultSchema(Schema):

@@ -312,15 +312,16 @@ def test_unknown_event_is_an_error_by_field():
     assert set(errors_of(body("Services.deleteAfter", {}))) == {"event"}
 
 
-def test_encrypted_fields_are_redacted_in_the_payload():
-    payload = body("Services.suspendAfter", {"status": "suspended"})
+def test_only_the_service_fields_the_adapter_reads_are_stored():
+    payload = body("Services.suspendAfter", {"status": "suspended", "mailbridge_token": "x"})
     original = copy.deepcopy(payload)
     stored = parsed_event(payload).payload
     for side in ("old_service", "service"):
         fields = {f["key"]: f["value"] for f in stored[side]["fields"]}
-        assert fields["mailbridge_token"] == REDACTED
-        assert fields["mailbridge_username"] == "acme31"  # plain fields stay readable
-    assert MODULE_SECRET not in repr(stored)
+        # Dropped, not stored redacted: a custom field the adapter does not use is not kept.
+        assert fields == {"mailbridge_username": "acme31", "mailbridge_domain": "acme-example.net"}
+    assert set(stored["vars"]) == {"status"}
+    assert MODULE_SECRET not in repr(stored) and "mailbridge_token" not in repr(stored)
     assert payload == original, "parse() must not change the caller's dict"
 
 

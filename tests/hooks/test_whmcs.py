@@ -229,10 +229,19 @@ def test_stored_payload_has_no_server_keys_and_no_password():
     assert body == original, "parse() must not change the caller's dict"
 
 
-def test_secret_looking_custom_fields_are_redacted_in_the_payload():
+def test_custom_fields_and_unread_client_details_are_not_stored():
     body = envelope("Renew", customfields={"Admin password": "Hunter2-Hunter2", "Notes": "vip"})
-    customfields = parse(body).payload["params"]["customfields"]
-    assert customfields == {"Admin password": REDACTED, "Notes": "vip"}
+    body["params"]["clientsdetails"]["customfields1"] = "Hunter2-Hunter2"
+    params = parse(body).payload["params"]
+    # Dropped, not stored redacted by name: the adapter reads no custom field.
+    assert "customfields" not in params
+    assert params["clientsdetails"] == {
+        "email": "dana@acme-example.net",
+        "firstname": "Dana",
+        "lastname": "Ruiz",
+        "companyname": "Acme Example Ltd",
+    }
+    assert "Hunter2" not in repr(params) and "vip" not in repr(params)
 
 
 @pytest.mark.parametrize(

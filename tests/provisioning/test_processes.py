@@ -185,6 +185,7 @@ def test_a_create_in_flight_when_the_worker_is_killed_is_adopted_not_repeated(
     # the dead worker still holds the lease: nobody else may touch the service yet
     service = db.scalar(select(Service).where(Service.service_ref == "4001"))
     assert service.lease_owner is not None and service.lease_expires_at > utcnow()
+    sent_hash = service.password_hash
     rt = runtime(app)
     assert run_once(rt) is None
 
@@ -212,7 +213,9 @@ def test_a_create_in_flight_when_the_worker_is_killed_is_adopted_not_repeated(
     assert service.applied_generation == service.generation
     account = sim.account("mail4001")
     assert (account["quota_mailboxes"], account["storagequota_total"]) == (5, 5120)
-    assert account["password_hash"] == service.password_hash
+    assert account["password_hash"] == sent_hash
+    # the server already had it: the hash is erased all the same (keep less)
+    assert (service.password_hash, service.password_pending) == (None, False)
 
 
 def test_sigterm_on_an_idle_worker_exits_cleanly_and_promptly(start_worker, sim):
