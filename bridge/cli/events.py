@@ -131,8 +131,8 @@ def events_show(event_id: int, as_json: bool) -> None:
             )
             return
         click.secho(
-            f"event {event.id}: {event.source} {event.action or event.native_event} "
-            f"service {event.service_ref or '-'}: {event.status.value}",
+            f"event {event.id}: {event.action or event.native_event} "
+            f"{event.source}:{event.service_ref or '-'}: {event.status.value}",
             bold=True,
         )
         if event.resolved_at:
@@ -158,7 +158,7 @@ def events_show(event_id: int, as_json: bool) -> None:
             for c in at.calls:
                 error = f" {c.get('error')}" if c.get("error") else ""
                 click.echo(
-                    f"    {c.get('method')} {c.get('path')} -> {c.get('status')} "
+                    f"    {c.get('method')} {c.get('path')} -> {c.get('status') or 'no answer'} "
                     f"({c.get('ms')} ms){error}"
                 )
         if entries:

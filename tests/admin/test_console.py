@@ -94,7 +94,7 @@ def test_unmapped_product_event_shows_why_and_applies_after_the_fix(
     ).all()
     assert [r.detail["outcome"] for r in retries] == ["failed", "applied"]
     assert {(r.actor, r.via, r.event_id) for r in retries} == {(OPERATOR, "web", event.id)}
-    assert "retry of service" in text and OPERATOR in text  # the audit is on the page
+    assert "retry of whmcs:1001" in text and OPERATOR in text  # the audit is on the page
 
 
 def test_mark_resolved_keeps_the_status_and_records_who(as_operator, client, db, sim):
