@@ -495,6 +495,7 @@ def mappings() -> ResponseReturnValue:
         bundle_fields=QuotaBundle.field_names(),
         format_quota=format_quota,
         config_path=runtime().settings.path,
+        loaded_at=runtime().settings.loaded_at,
     )
 
 
