@@ -11,12 +11,14 @@ given (BRIDGE_PORT, NMSIM_PORT), which the shell's `bridge` commands follow as w
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -76,69 +78,122 @@ def test_the_walkthrough_parses_into_commands_and_answers():
     assert not pattern("a ... b\n").fullmatch("a\nb\n")
 
 
-@pytest.fixture
-def make_run(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path, Path]]:
-    """`make run` in an empty folder on two free ports; stopped (its process group) at the end."""
-    for name in FILES:
-        (tmp_path / name).symlink_to(ROOT / name)
-    ports = {"BRIDGE_PORT": str(free_port()), "NMSIM_PORT": str(free_port())}
-    unset = ("BRIDGE_CONFIG", "BRIDGE_URL", "BRIDGE_BIND", "NMS_BASE_URL", "MAKEFLAGS", "MAKELEVEL")
-    env = {k: v for k, v in os.environ.items() if k not in unset} | ports
-    log_path = tmp_path / "make-run.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            ["make", "run"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+@dataclass
+class Instance:
+    """One `make run` in its own folder: the environment its shell commands get, its log."""
 
-    def up() -> bool:
-        assert proc.poll() is None, log_path.read_text(errors="replace")
-        try:
-            for port in ports.values():
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-        except requests.RequestException:
-            return False
-        return True
+    env: dict[str, str]
+    folder: Path
+    log: Path
+    #: Wait until the bridge and the simulator answer.
+    ready: Callable[[], object] = lambda: None
+
+    def url(self, name: str = "BRIDGE_PORT") -> str:
+        return f"http://127.0.0.1:{self.env[name]}"
+
+
+def own_config(folder: Path) -> None:
+    """config.yaml: the example with secrets of its own. If `make run` read another file than
+    the `bridge` commands (it once forced the example), every signature would be refused."""
+    text = (ROOT / "config.example.yaml").read_text(encoding="utf-8")
+    for name in ("WHMCS_WEBHOOK_SECRET", "BLESTA_WEBHOOK_SECRET"):
+        fresh = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        text, count = re.subn(rf"\$\{{{name}:-whsec_[^}}]+\}}", fresh, text)
+        assert count == 1, name
+    (folder / "config.yaml").write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def make_run(tmp_path: Path) -> Iterator[Callable[[str], Instance]]:
+    """Start `make run` in a new folder on free ports (`ready()` waits for it); each is
+    stopped at the end through its process group."""
+    running: list[subprocess.Popen[bytes]] = []
+    taken: set[int] = set()
+
+    def start(name: str) -> Instance:
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in FILES:
+            (folder / file).symlink_to(ROOT / file)
+        own_config(folder)
+        ports = {}
+        for var in ("BRIDGE_PORT", "NMSIM_PORT"):
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            ports[var] = str(port)
+        unset = ("BRIDGE_CONFIG", "BRIDGE_URL", "BRIDGE_BIND", "NMS_BASE_URL", "MAKEFLAGS")
+        env = {k: v for k, v in os.environ.items() if k not in unset and k != "MAKELEVEL"}
+        instance = Instance(env | ports, folder, folder / "make-run.log")
+        with instance.log.open("wb") as log:
+            proc = subprocess.Popen(
+                ["make", "run"],
+                cwd=folder,
+                env=instance.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        running.append(proc)
+
+        def up() -> bool:
+            assert proc.poll() is None, instance.log.read_text(errors="replace")
+            try:
+                for var in ports:
+                    requests.get(f"{instance.url(var)}/healthz", timeout=5)
+            except requests.RequestException:
+                return False
+            return True
+
+        instance.ready = lambda: wait_until(up, 120, f"make run in {name} to serve")
+        return instance
 
     try:
-        wait_until(up, 120, "make run to serve the bridge and the simulator")
-        yield env, tmp_path, log_path
+        yield start
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        for proc in running:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
-@pytest.mark.skipif(
+def shell(instance: Instance, command: str) -> subprocess.CompletedProcess[str]:
+    """A command in the instance's folder, as typed in the second shell."""
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=instance.folder,
+        env=instance.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=120,
+    )
+
+
+ONLY_SQLITE = pytest.mark.skipif(
     bool(os.environ.get("BRIDGE_TEST_DATABASE_URL")),
     reason="make run keeps its own SQLite database: the SQLite leg runs this once",
 )
+
+
+@ONLY_SQLITE
 def test_the_readme_walkthrough_as_written(make_run):
-    env, folder, log = make_run
-    here = {"8000": env["BRIDGE_PORT"], "8025": env["NMSIM_PORT"]}
+    instance = make_run("clone")
+    instance.ready()
+    here = {"8000": instance.env["BRIDGE_PORT"], "8025": instance.env["NMSIM_PORT"]}
 
     def local(text: str) -> str:
         return re.sub(r"127\.0\.0\.1:(8000|8025)\b", lambda m: f"127.0.0.1:{here[m[1]]}", text)
 
     for command, expected in walkthrough((ROOT / "README.md").read_text(encoding="utf-8")):
-        done = subprocess.run(
-            ["bash", "-c", local(command)],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            timeout=120,
-        )
+        done = shell(instance, local(command))
         answer = done.stdout if done.stdout.endswith("\n") else done.stdout + "\n"  # curl
         assert pattern(local(expected)).fullmatch(answer), (
             f"$ {command}\n--- README says:\n{expected}--- it printed:\n{answer}"
@@ -146,8 +201,22 @@ def test_the_readme_walkthrough_as_written(make_run):
         failed = '"status": "failed"' in expected
         assert done.returncode == (1 if failed else 0), f"$ {command}\n{answer}"
 
-    served = log.read_text(errors="replace")
-    # one config rule for every process, said once at start; no Alembic chatter per worker
-    assert "config config.example.yaml (no config.yaml here, so the example)" in served
+    served = instance.log.read_text(errors="replace")
+    # one config rule for every process, said at start; no Alembic chatter per worker
+    assert served.count("config config.yaml (config.yaml in the working directory)") == 2
     assert "setup plugin" not in served
     assert "Traceback" not in served
+
+
+@ONLY_SQLITE
+def test_two_make_runs_side_by_side(make_run):
+    first, second = make_run("first"), make_run("second")
+    first.ready()
+    second.ready()
+    create = ".venv/bin/bridge hooks send whmcs create --service {}"
+    assert '"status": "applied"' in shell(first, create.format(1001)).stdout
+    assert '"status": "applied"' in shell(second, create.format(2002)).stdout
+    for instance, own in ((first, "mail1001"), (second, "mail2002")):
+        state = requests.get(f"{instance.url('NMSIM_PORT')}/_sim/state", timeout=10).json()
+        accounts = {a["username"] for a in state["accounts"] if a["perm_level"] == "DomainAdmin"}
+        assert accounts == {own}  # each bridge provisions into its own simulator
