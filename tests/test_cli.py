@@ -556,3 +556,17 @@ def test_the_systemd_units_check_the_config_before_they_reload():
             "/opt/mailbridge/.venv/bin/bridge mappings check",
             "/bin/kill -HUP $MAINPID",
         ], unit
+
+
+def test_git_ignores_the_local_config_and_instance():
+    """config.yaml holds secrets, instance/ the database: neither may slip into a commit."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(
+        ["git", "check-ignore", "config.yaml", "instance/bridge.db", "instance/hooks-sent.json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.split() == ["config.yaml", "instance/bridge.db", "instance/hooks-sent.json"]
