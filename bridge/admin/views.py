@@ -91,7 +91,7 @@ def guard() -> ResponseReturnValue | None:
             "The staff console is switched off",
             "admin.secret_key is empty in the bridge's config, so sessions and forms cannot "
             "be signed. Set it to a long random value (e.g. via BRIDGE_SECRET_KEY) and "
-            "restart the bridge.",
+            "reload the bridge.",
             503,
         )
     if request.method == "POST":

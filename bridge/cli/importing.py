@@ -98,7 +98,7 @@ def import_whmcs(
         for result in results:
             if result.outcome in ("missing_on_server", "error") or result.drift:
                 click.echo(
-                    f"line {result.line} service {result.service_ref} "
+                    f"line {result.line} {source}:{result.service_ref} "
                     f"({result.username}): {result.outcome} {result.message}".rstrip()
                 )
                 for line in result.drift:
