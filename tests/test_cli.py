@@ -525,16 +525,20 @@ def test_make_run_stops_before_starting_anything_when_a_port_is_taken(tmp_path):
 
 def test_no_none_in_cli_output(live_url, live_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    send(live_config, "whmcs", "create", "--service", "77", "--url", live_url)
-    send(live_config, "whmcs", "create", "--service", "78", "--product", "99", "--url", live_url)
+    ok = answer_of(send(live_config, "whmcs", "create", "--service", "77", "--url", live_url))
+    bad = answer_of(
+        send(
+            live_config, "whmcs", "create", "--service", "78", "--product", "99", "--url", live_url
+        )
+    )
     outputs = [
         run("--config", str(live_config), *args)
         for args in (
             ("services", "show", "whmcs", "77"),
             ("services", "show", "whmcs", "78"),
             ("events", "list"),
-            ("events", "show", "1"),
-            ("events", "show", "2"),
+            ("events", "show", str(ok["event_id"])),
+            ("events", "show", str(bad["event_id"])),
             ("reconcile", "whmcs", "77", "--dry-run"),
             ("config", "show"),
             ("--version",),
@@ -544,7 +548,7 @@ def test_no_none_in_cli_output(live_url, live_config, tmp_path, monkeypatch):
         assert "None" not in result.output, result.output
     shown = outputs[0].output
     assert "tier: starter" in shown and "addons: none" in shown and "last_reason: -" in shown
-    assert "event 2: create whmcs:78: failed" in outputs[4].output
+    assert f"event {bad['event_id']}: create whmcs:78: failed" in outputs[4].output
 
 
 def test_the_systemd_units_check_the_config_before_they_reload():
