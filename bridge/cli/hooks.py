@@ -20,7 +20,7 @@ import click
 import requests
 
 from bridge.adapters.samples import sample
-from bridge.cli.base import Context, root
+from bridge.cli.base import root
 from bridge.config import SourceSettings
 from bridge.lifecycle import Action
 from bridge.signature import decode_secret, sign
@@ -227,9 +227,7 @@ def hooks_send(
     bridge hooks send whmcs change_package --service 1001 --addon extra_mailboxes=3
     bridge hooks send whmcs create --service 1001 --print        (a curl command)
     """
-    ctx = click.get_current_context().find_object(Context)
-    assert ctx is not None
-    settings = ctx.settings
+    settings = root().settings
     src = _source(source)
     if show_secret and not print_only:
         raise click.UsageError("--show-secret goes with --print")
