@@ -86,7 +86,7 @@ def check_ports(assignments: tuple[str, ...]) -> None:
     for name, port in ports.items():
         if _taken(port):
             raise click.ClickException(
-                f"port {port} on 127.0.0.1 is already in use (another `make run`?), so nothing "
+                f"port {port} on 127.0.0.1 is already in use (another make run?), so nothing "
                 f"was started; stop that program or choose another port with {name}, e.g. "
                 f"make run {name}={_suggest(port, set(ports.values()))}"
             )
