@@ -2,9 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export BRIDGE_CONFIG ?= config.example.yaml
+# `make run BRIDGE_PORT=8100 NMSIM_PORT=8125` (or the same exported in the environment, which
+# the `bridge` command then follows too). The config is found as by every other entry point:
+# $BRIDGE_CONFIG, else config.yaml, else config.example.yaml, whose mail server is the
+# simulator on NMSIM_PORT.
+BRIDGE_PORT ?= 8000
+NMSIM_PORT ?= 8025
+export BRIDGE_PORT NMSIM_PORT
 
-.PHONY: install install-dev run test bench lint clean
+.PHONY: install install-dev run reload test bench lint clean
 
 install: $(VENV)/.runtime  ## create .venv with the runtime dependencies and the bridge command
 
@@ -24,12 +30,21 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 
 run: export BRIDGE_ALLOW_EXAMPLE_SECRET = true
 run: install  ## migrate the database, start the NMS simulator and a worker, serve the bridge on :8000
+	@$(BIN)/bridge check-ports BRIDGE_PORT=$(BRIDGE_PORT) NMSIM_PORT=$(NMSIM_PORT)
 	mkdir -p instance
 	$(BIN)/bridge db upgrade
-	@$(BIN)/python -m nmsim --port 8025 --state-file instance/nmsim-state.json & sim=$$!; \
-	$(BIN)/bridge worker & worker=$$!; \
-	trap 'kill $$worker $$sim 2>/dev/null; wait' EXIT INT TERM; \
-	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	@$(BIN)/python -m nmsim --port $(NMSIM_PORT) --state-file instance/nmsim-state.json & sim=$$!; \
+	$(BIN)/bridge worker & worker=$$!; echo $$worker > instance/worker.pid; \
+	trap 'kill $$worker $$sim 2>/dev/null; wait; rm -f instance/worker.pid' EXIT INT TERM; \
+	$(BIN)/gunicorn --config gunicorn.conf.py --bind 127.0.0.1:$(BRIDGE_PORT) \
+		--pid instance/gunicorn.pid wsgi:app
+
+reload:  ## after a config change: check it, then make the running `make run` re-read it
+	@test -f instance/gunicorn.pid -a -f instance/worker.pid || \
+		{ echo "no make run is running from this folder: start one first"; exit 1; }
+	$(BIN)/bridge mappings check > /dev/null
+	kill -HUP $$(cat instance/gunicorn.pid) $$(cat instance/worker.pid)
+	@echo "reload sent: the console's Mappings page shows when the config was loaded"
 
 test: install-dev  ## run the whole suite (SQLite; PostgreSQL when BRIDGE_TEST_DATABASE_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -25,9 +25,13 @@ control_socket_disable = True
 # /metrics adds up the counters of every worker process: each writes them to files in this
 # folder (prometheus-client multiprocess mode). It must be set before a worker imports the
 # app, and must start empty, or a restarted server would report old counts.
-_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _own_metrics_dir:
+# (A SIGHUP runs this file again: the folder made the first time stays ours.)
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mailbridge-metrics-")
+    os.environ["MAILBRIDGE_OWN_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+_own_metrics_dir = (
+    os.environ.get("MAILBRIDGE_OWN_METRICS_DIR") == os.environ["PROMETHEUS_MULTIPROC_DIR"]
+)
 
 
 from gunicorn.glogging import Logger, SafeAtoms  # noqa: E402
@@ -53,10 +57,40 @@ class AccessLogger(Logger):
 logger_class = AccessLogger
 
 
-def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
-    """Empty the metrics folder (an operator-chosen one may hold a previous run's files)."""
+def on_starting(server):
+    """Empty the metrics folder (an operator-chosen one may hold a previous run's files), then
+    read the config once, here, before any worker starts."""
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
+    _read_config(server)
+
+
+def on_reload(server):
+    """SIGHUP (`systemctl reload`): read the config again before the new workers start. A
+    broken file is refused with one log line and the workers keep the last good config."""
+    _read_config(server)
+
+
+def _read_config(server):
+    from bridge.config import describe, load_config, reload_config, serve, served
+    from bridge.errors import ConfigError
+
+    current = served()
+    if current is None:
+        try:
+            settings = load_config()
+        except ConfigError as exc:
+            raise RuntimeError(exc.message) from None  # gunicorn prints it and exits 1
+        server.log.info("%s", describe(settings))
+    else:
+        settings, problem = reload_config(current)
+        if problem is not None:
+            server.log.error(
+                "config reload refused, still serving %s: %s", describe(current), problem
+            )
+        else:
+            server.log.info("config reloaded: %s", describe(settings))
+    serve(settings)
 
 
 def child_exit(server, worker):  # noqa: ARG001

@@ -10,7 +10,8 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +32,7 @@ DEFAULT_RETRY_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000)
 #: The NMS allows 15-20 calls per second per client address and bans repeat offenders.
 MAX_RATE_PER_S = 15
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,9 @@ class Settings:
     client_setup: ClientSetupSettings = ClientSetupSettings()
     usage: UsageSettings = UsageSettings()
     path: str = ""
+    #: Why this file was chosen (see `choose_config`), and when it was read.
+    origin: str = ""
+    loaded_at: datetime | None = None
 
 
 class _Strict(Schema):
@@ -350,7 +354,11 @@ def _flatten(messages: Any, path: str = "") -> list[str]:
 
 
 def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree."""
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree.
+
+    A default may hold placeholders itself, expanded only when it is used:
+    `${NMS_BASE_URL:-http://127.0.0.1:${NMSIM_PORT:-8025}}`.
+    """
     if isinstance(value, dict):
         return {
             k: interpolate(v, environ, f"{path}.{k}" if path else str(k)) for k, v in value.items()
@@ -359,16 +367,52 @@ def interpolate(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
         return [interpolate(v, environ, f"{path}.{i}") for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
+    return _expand(value, environ, path)
 
-    def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in environ and environ[name] != "":
-            return environ[name]
-        if default is not None:
-            return default
-        raise ConfigError("config_invalid", f"{path}: environment variable {name} is not set")
 
-    return _VAR.sub(substitute, value)
+def _expand(text: str, environ: Mapping[str, str], path: str) -> str:
+    out: list[str] = []
+    i = 0
+    while (start := text.find("${", i)) >= 0:
+        out.append(text[i:start])
+        name = _NAME.match(text, start + 2)
+        after = name.end() if name else start + 2
+        default: str | None = None
+        if name is not None and text.startswith("}", after):
+            end = after
+        elif name is not None and text.startswith(":-", after) and _closing(text, after + 2) >= 0:
+            end = _closing(text, after + 2)
+            default = text[after + 2 : end]
+        else:
+            out.append("${")  # not a placeholder: kept as written
+            i = start + 2
+            continue
+        var = name.group(0)
+        if environ.get(var):
+            out.append(environ[var])
+        elif default is not None:
+            out.append(_expand(default, environ, path))
+        else:
+            raise ConfigError("config_invalid", f"{path}: environment variable {var} is not set")
+        i = end + 1
+    out.append(text[i:])
+    return "".join(out)
+
+
+def _closing(text: str, i: int) -> int:
+    """Index of the `}` that closes a placeholder whose name ends at `i` (nesting counted)."""
+    depth = 0
+    while i < len(text):
+        if text.startswith("${", i):
+            depth += 1
+            i += 2
+            continue
+        if text[i] == "}":
+            if depth == 0:
+                return i
+            depth -= 1
+        i += 1
+    return -1
 
 
 def parse_settings(raw: Any, environ: Mapping[str, str], path: str = "") -> Settings:
@@ -419,22 +463,33 @@ def parse_settings(raw: Any, environ: Mapping[str, str], path: str = "") -> Sett
     )
 
 
-def config_path(environ: Mapping[str, str] | None = None) -> Path:
-    """BRIDGE_CONFIG, else config.yaml, else config.example.yaml (for `make run`)."""
+def choose_config(environ: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """The one rule every entry point follows, and why it chose the file it did:
+    BRIDGE_CONFIG, else config.yaml in the working directory, else config.example.yaml."""
     env = os.environ if environ is None else environ
     if env.get("BRIDGE_CONFIG"):
-        return Path(env["BRIDGE_CONFIG"])
+        return Path(env["BRIDGE_CONFIG"]), "named by BRIDGE_CONFIG"
     if Path(DEFAULT_CONFIG).exists():
-        return Path(DEFAULT_CONFIG)
-    return Path(FALLBACK_CONFIG)
+        return Path(DEFAULT_CONFIG), "config.yaml in the working directory"
+    return Path(FALLBACK_CONFIG), "no config.yaml here, so the example"
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """BRIDGE_CONFIG, else config.yaml, else config.example.yaml (see `choose_config`)."""
+    return choose_config(environ)[0]
 
 
 def load_config(
-    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    origin: str | None = None,
 ) -> Settings:
     """Read, interpolate and validate the config file; raise ConfigError naming the key."""
     env = os.environ if environ is None else environ
-    file = Path(path) if path is not None else config_path(env)
+    if path is None:
+        file, why = choose_config(env)
+    else:
+        file, why = Path(path), origin or "given"
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -452,4 +507,74 @@ def load_config(
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError("config_invalid", f"{file}{where}: {problem}") from None
-    return parse_settings(raw, env, str(file))
+    settings = parse_settings(raw, env, str(file))
+    return replace(settings, origin=why, loaded_at=datetime.now(UTC))
+
+
+def reload_config(
+    current: Settings, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, str | None]:
+    """Read the file `current` came from again (a reload, e.g. on SIGHUP).
+
+    Returns the new settings and None, or `current` and the reason the file was refused: a
+    broken file never replaces a working config.
+    """
+    try:
+        return load_config(current.path, environ, current.origin), None
+    except ConfigError as exc:
+        return current, exc.message
+
+
+#: Settings a server's master process read before it forked its workers (see `serve`).
+_SERVED: list[Settings] = []
+
+
+def serve(settings: Settings) -> None:
+    """Remember settings checked by a server's master process (gunicorn.conf.py) before it
+    forks its workers: a worker started after a reload serves these, so a file broken since
+    the last good (re)load never takes the web app down."""
+    _SERVED[:] = [settings]
+
+
+def served() -> Settings | None:
+    """The settings `serve()` remembered in this process, or in the one it was forked from."""
+    return _SERVED[0] if _SERVED else None
+
+
+def describe(settings: Settings) -> str:
+    """One line for logs and `bridge config show`: which file, why, and when it was read."""
+    when = f", loaded {settings.loaded_at:%Y-%m-%d %H:%M:%S} UTC" if settings.loaded_at else ""
+    return f"config {settings.path} ({settings.origin or 'given'}){when}"
+
+
+#: Keys whose values `masked()` never shows.
+SECRET_KEYS = ("password", "secrets", "secret_key")
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret replaced by `***` (for `config show`)."""
+    from sqlalchemy.engine import make_url
+
+    def plain(value: Any, key: str = "") -> Any:
+        if key in SECRET_KEYS and value:
+            return [_mask(v) for v in value] if isinstance(value, (list, tuple)) else "***"
+        if hasattr(value, "__dataclass_fields__"):
+            value = {f: getattr(value, f) for f in value.__dataclass_fields__}
+        if isinstance(value, Mapping):
+            return {str(k): plain(v, str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return value
+
+    data: dict[str, Any] = plain(settings)
+    for key in ("path", "origin", "loaded_at"):
+        data.pop(key, None)
+    data["database_url"] = make_url(settings.database_url).render_as_string(hide_password=True)
+    return data
+
+
+def _mask(secret: Any) -> str:
+    text = str(secret)
+    return f"{text[:6]}***" if text.startswith("whsec_") else "***"

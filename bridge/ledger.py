@@ -85,6 +85,13 @@ def _apply_aspect(
     service: Service, aspect: str, event: BillingEvent, password_hash: str | None
 ) -> None:
     if aspect == "lifecycle":
+        # Only an unsuspend or a create cancels a pending deletion; a suspend keeps it (the
+        # account stays disabled and is deleted when the grace period ends), and a repeated
+        # terminate keeps the first deletion date.
+        pending = service.terminate_requested_at
+        if event.action in (Action.SUSPEND, Action.TERMINATE) and pending is not None:
+            service.desired_state = ServiceState.TERMINATED
+            return
         state = LIFECYCLE[event.action]
         service.desired_state = state
         service.terminate_requested_at = (

@@ -122,6 +122,11 @@ def configure_logging(level: str = "INFO", as_json: bool = False) -> None:
                 }
             },
             "root": {"level": level, "handlers": ["stderr"]},
-            "loggers": {"werkzeug": {"level": "INFO"}, "urllib3": {"level": "WARNING"}},
+            "loggers": {
+                "werkzeug": {"level": "INFO"},
+                "urllib3": {"level": "WARNING"},
+                # otherwise seven "setup plugin" lines per process and two lines per /readyz
+                "alembic": {"level": "WARNING"},
+            },
         }
     )

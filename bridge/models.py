@@ -295,6 +295,10 @@ class AuditEntry(Base):
     service_id: Mapped[int | None] = mapped_column(Integer)
     ip: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The service it names, if it still exists (read only; for `whmcs:1002` in the text).
+    service: Mapped[Service | None] = relationship(
+        primaryjoin="foreign(AuditEntry.service_id) == Service.id", viewonly=True, lazy="selectin"
+    )
 
 
 class Usage(Base):

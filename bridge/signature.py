@@ -29,11 +29,14 @@ class SignatureError(Exception):
 
 
 def decode_secret(secret: str) -> bytes:
-    """The HMAC key inside `whsec_<base64>`; ValueError with a readable reason otherwise."""
+    """The HMAC key inside `whsec_<base64>` (padded or not); ValueError with a reason otherwise."""
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError(f'must start with "{SECRET_PREFIX}"')
+    encoded = secret[len(SECRET_PREFIX) :]
+    # Unpadded base64 is accepted on purpose, as the official Standard Webhooks libraries do.
+    encoded += "=" * (-len(encoded) % 4)
     try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f'the part after "{SECRET_PREFIX}" must be base64') from None
     if len(key) < 24:

@@ -4,7 +4,9 @@ the app served by a real HTTP server on loopback."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -279,3 +281,297 @@ def test_hooks_send_non_decimal_digit_addon_is_a_usage_error(config_file):
 )
 def test_hooks_send_usage_errors(config_file, args):
     assert send(config_file, *args).exit_code == 2
+
+
+# hooks send --id: the same body again -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "action"),
+    [("whmcs", "create"), ("whmcs", "change_password"), ("blesta", "terminate")],
+)
+def test_the_same_id_sends_the_same_body(
+    live_url, live_config, tmp_path, monkeypatch, source, action
+):
+    monkeypatch.chdir(tmp_path)  # where instance/hooks-sent.json goes
+    args = (source, action, "--service", "1001", "--id", f"demo-{action}", "--url", live_url)
+    first = send(live_config, *args)
+    assert first.exit_code == 0, first.output
+    again = send(live_config, *args)
+    assert again.exit_code == 0, again.output  # not 422 idempotency_conflict
+    assert answer_of(again) == {**answer_of(first), "duplicate": True}
+    other = send(live_config, *args[:-4], "--id", "another-id", "--url", live_url)
+    assert answer_of(other)["event_id"] != answer_of(first)["event_id"]
+    assert (tmp_path / "instance" / "hooks-sent.json").exists()
+
+
+def test_a_changed_body_under_the_same_id_is_still_a_conflict(
+    live_url, live_config, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    send(live_config, "whmcs", "create", "--service", "5", "--id", "x-1", "--url", live_url)
+    changed = send(
+        live_config,
+        "whmcs",
+        "create",
+        "--service",
+        "5",
+        "--id",
+        "x-1",
+        "--product",
+        "2",
+        "--url",
+        live_url,
+    )
+    assert changed.exit_code == 1
+    assert "idempotency_conflict" in changed.output
+
+
+def test_the_password_for_an_id_is_derived_and_meets_the_policy(live_config):
+    from bridge.cli.hooks import derived_password
+    from bridge.config import load_config
+    from bridge.passwords import check_and_hash
+
+    src = load_config(live_config).sources["whmcs"]
+    password = derived_password(src, "demo-1")
+    assert password == derived_password(src, "demo-1") != derived_password(src, "demo-2")
+    check_and_hash(password)  # raises when the NMS policy refuses it
+
+
+# hooks send --print ---------------------------------------------------------------------------
+
+
+def test_print_gives_a_curl_command_that_works_without_showing_the_secret(
+    live_url, live_config, db
+):
+    from tests.conftest import WHMCS_SECRET
+
+    printed = send(live_config, "whmcs", "create", "--service", "31", "--url", live_url, "--print")
+    assert printed.exit_code == 0, printed.output
+    assert WHMCS_SECRET not in printed.output and "whsec_***" in printed.output
+    assert db.scalar(select(Event).where(Event.service_ref == "31")) is None  # not sent
+    command = printed.output
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "queued"
+    assert db.scalar(select(Event).where(Event.service_ref == "31")) is not None
+
+    shown = send(live_config, "whmcs", "create", "--service", "31", "--print", "--show-secret")
+    assert WHMCS_SECRET in shown.output
+    alone = send(live_config, "whmcs", "create", "--service", "31", "--show-secret")
+    assert alone.exit_code == 2 and "--show-secret goes with --print" in alone.output
+
+
+# the connector endpoints ------------------------------------------------------------------------
+
+
+def test_hooks_status_says_why_the_mail_server_cannot_be_used(live_url, live_config):
+    result = run("--config", str(live_config), "hooks", "status", "whmcs", "--url", live_url)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"POST {live_url}/hooks/whmcs/status -> HTTP 503\n")
+    assert answer_of(result)["error"] == "mailserver_unreachable"
+
+
+def test_hooks_service_and_a_package_change_that_keeps_what_is_not_named(live_url, live_config, db):
+    def service(*args: str) -> Result:
+        return run("--config", str(live_config), "hooks", "service", *args, "--url", live_url)
+
+    unknown = service("whmcs", "4242")
+    assert unknown.exit_code == 1 and answer_of(unknown)["error"] == "unknown_service"
+    send(
+        live_config,
+        "whmcs",
+        "create",
+        "--service",
+        "42",
+        "--product",
+        "2",
+        "--addon",
+        "extra_storage_gb=2",
+        "--url",
+        live_url,
+    )
+    shown = service("whmcs", "42")
+    assert shown.exit_code == 0, shown.output
+    assert (answer_of(shown)["product"], answer_of(shown)["addons"]) == (
+        "2",
+        {"extra_storage_gb": 2},
+    )
+
+    changed = send(
+        live_config,
+        "whmcs",
+        "change_package",
+        "--service",
+        "42",
+        "--addon",
+        "extra_mailboxes=3",
+        "--url",
+        live_url,
+    )
+    assert changed.exit_code == 0, changed.output
+    assert (
+        "whmcs:42 has product 2, add-ons extra_storage_gb=2; sending product 2, add-ons "
+        "extra_mailboxes=3, extra_storage_gb=2"
+    ) in changed.stderr
+    row = db.scalar(select(Service).where(Service.service_ref == "42"))
+    assert (row.product_id, row.addons) == ("2", {"extra_storage_gb": 2, "extra_mailboxes": 3})
+
+    send(
+        live_config,
+        "whmcs",
+        "change_package",
+        "--service",
+        "42",
+        "--product",
+        "3",
+        "--url",
+        live_url,
+    )
+    row = db.scalar(select(Service).where(Service.service_ref == "42"))
+    assert (row.product_id, row.addons) == ("3", {"extra_storage_gb": 2, "extra_mailboxes": 3})
+
+    fresh = send(
+        live_config,
+        "whmcs",
+        "change_package",
+        "--service",
+        "43",
+        "--addon",
+        "extra_mailboxes=1",
+        "--url",
+        live_url,
+    )
+    assert fresh.exit_code == 0, fresh.output  # a service the bridge does not know yet
+    row = db.scalar(select(Service).where(Service.service_ref == "43"))
+    assert (row.product_id, row.addons) == ("1", {"extra_mailboxes": 1})
+
+
+# which config: --version, config show -----------------------------------------------------------
+
+
+def test_version_and_config_show_name_the_file_and_why(tmp_path, monkeypatch, database_url):
+    from tests.conftest import WHMCS_SECRET
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+    version = run("--version")
+    assert version.exit_code == 0, version.output
+    assert version.output.splitlines()[0].startswith("bridge ")
+    assert version.output.splitlines()[1] == (
+        "config: config.example.yaml (no config.yaml here, so the example, not found)"
+    )
+    write_config(tmp_path / "config.yaml", database_url)
+    assert run("--version").output.splitlines()[1] == (
+        "config: config.yaml (config.yaml in the working directory)"
+    )
+    monkeypatch.setenv("BRIDGE_CONFIG", str(tmp_path / "config.yaml"))
+    assert "(named by BRIDGE_CONFIG)" in run("--version").output
+    assert "(named by --config)" in run("--config", "config.yaml", "--version").output
+
+    shown = run("config", "show")
+    assert shown.exit_code == 0, shown.output
+    first, _, rest = shown.output.partition("\n")
+    assert first.startswith(
+        f"# config {tmp_path / 'config.yaml'} (named by BRIDGE_CONFIG), loaded "
+    )
+    assert yaml.safe_load(rest)["sources"]["whmcs"]["secrets"] == ["whsec_***", "whsec_***"]
+    assert WHMCS_SECRET not in shown.output and "Sim-Master-Passw0rd" not in shown.output
+    as_json = json.loads(run("config", "show", "--json").output)
+    assert as_json["origin"] == "named by BRIDGE_CONFIG"
+    assert as_json["settings"]["mailserver"]["password"] == "***"
+
+
+# make run: ports ---------------------------------------------------------------------------------
+
+
+def test_check_ports_names_the_variable_to_change():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        result = run("check-ports", f"BRIDGE_PORT={taken}", "NMSIM_PORT=1")
+        assert result.exit_code == 1
+        assert f"port {taken} on 127.0.0.1 is already in use" in result.output
+        assert "choose another port with BRIDGE_PORT, e.g. make run BRIDGE_PORT=" in result.output
+    same = run("check-ports", "BRIDGE_PORT=8100", "NMSIM_PORT=8100")
+    assert same.exit_code == 1 and "BRIDGE_PORT and NMSIM_PORT are both 8100" in same.output
+    assert run("check-ports", "NMSIM_PORT=x").exit_code == 1
+
+
+def test_make_run_stops_before_starting_anything_when_a_port_is_taken(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    for name in (".venv", "Makefile", "requirements.txt", "pyproject.toml", "config.example.yaml"):
+        (tmp_path / name).symlink_to(root / name)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+        done = subprocess.run(
+            ["make", "run", f"NMSIM_PORT={taken}", "BRIDGE_PORT=1"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode != 0
+    assert "choose another port with NMSIM_PORT" in done.stderr
+    assert not (tmp_path / "instance").exists()  # nothing migrated, nothing started
+
+
+# no None for people -------------------------------------------------------------------------------
+
+
+def test_no_none_in_cli_output(live_url, live_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ok = answer_of(send(live_config, "whmcs", "create", "--service", "77", "--url", live_url))
+    bad = answer_of(
+        send(
+            live_config, "whmcs", "create", "--service", "78", "--product", "99", "--url", live_url
+        )
+    )
+    outputs = [
+        run("--config", str(live_config), *args)
+        for args in (
+            ("services", "show", "whmcs", "77"),
+            ("services", "show", "whmcs", "78"),
+            ("events", "list"),
+            ("events", "show", str(ok["event_id"])),
+            ("events", "show", str(bad["event_id"])),
+            ("reconcile", "whmcs", "77", "--dry-run"),
+            ("config", "show"),
+            ("--version",),
+        )
+    ]
+    for result in outputs:
+        assert "None" not in result.output, result.output
+    shown = outputs[0].output
+    assert "tier: starter" in shown and "addons: none" in shown and "last_reason: -" in shown
+    assert f"event {bad['event_id']}: create whmcs:78: failed" in outputs[4].output
+
+
+def test_the_systemd_units_check_the_config_before_they_reload():
+    root = Path(__file__).resolve().parents[1]
+    for unit in ("mailbridge-web.service", "mailbridge-worker.service"):
+        lines = (root / "deploy" / unit).read_text(encoding="utf-8").splitlines()
+        reload = [line.split("=", 1)[1] for line in lines if line.startswith("ExecReload=")]
+        assert reload == [
+            "/opt/mailbridge/.venv/bin/bridge mappings check",
+            "/bin/kill -HUP $MAINPID",
+        ], unit
+
+
+def test_git_ignores_the_local_config_and_instance():
+    """config.yaml holds secrets, instance/ the database: neither may slip into a commit."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(
+        ["git", "check-ignore", "config.yaml", "instance/bridge.db", "instance/hooks-sent.json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.split() == ["config.yaml", "instance/bridge.db", "instance/hooks-sent.json"]

@@ -438,6 +438,7 @@ def test_usage_refresh_hours() -> None:
     with pytest.raises(ConfigError, match="usage.refresh_h"):
         parse_settings(tree, {})
 
+
 # Mail-server safety settings ----------------------------------------------------------------
 
 
@@ -501,3 +502,102 @@ def test_weakened_tls_is_refused_without_the_switch(tmp_path, change, line):
     data["mailserver"]["insecure_tls_i_understand"] = True
     settings = load_config(write(tmp_path, data), environ={})
     assert settings.mailserver.insecure_tls_i_understand is True
+
+
+# Nested defaults, the one rule, reload, masking ----------------------------------------------
+
+
+def test_a_default_may_hold_a_placeholder_expanded_only_when_used(tmp_path):
+    data = tree()
+    data["mailserver"]["base_url"] = "${NMS_BASE_URL:-http://127.0.0.1:${NMSIM_PORT:-8025}}"
+    file = write(tmp_path, data)
+    assert load_config(file, environ={}).mailserver.base_url == "http://127.0.0.1:8025"
+    nmsim = load_config(file, environ={"NMSIM_PORT": "8125"})
+    assert nmsim.mailserver.base_url == "http://127.0.0.1:8125"
+    real = {"NMS_BASE_URL": "https://mail.example.net", "NMSIM_PORT": "8125"}
+    assert load_config(file, environ=real).mailserver.base_url == "https://mail.example.net"
+    data["mailserver"]["base_url"] = "${NMS_BASE_URL:-http://127.0.0.1:${NMSIM_PORT}}"
+    file = write(tmp_path, data)  # an unset inner variable matters only when the default is used
+    assert load_config(file, environ=real).mailserver.base_url == "https://mail.example.net"
+    with pytest.raises(ConfigError, match="environment variable NMSIM_PORT is not set"):
+        load_config(file, environ={})
+
+
+def test_the_example_file_follows_nmsim_port(tmp_path):
+    """`make run NMSIM_PORT=...` exports it: the bridge then talks to that simulator."""
+    settings = load_config(EXAMPLE, environ={"NMSIM_PORT": "18125"})
+    assert settings.mailserver.base_url == "http://127.0.0.1:18125"
+
+
+def test_text_that_only_looks_like_a_placeholder_is_kept(tmp_path):
+    data = tree()
+    data["client_setup"] = {"mail_hostname": "a${b c${} ${1X} ${UNCLOSED:-x"}
+    settings = load_config(write(tmp_path, data), environ={})
+    assert settings.client_setup.mail_hostname == "a${b c${} ${1X} ${UNCLOSED:-x"
+
+
+def test_the_loaded_settings_say_which_file_why_and_when(tmp_path, monkeypatch):
+    from bridge.config import choose_config, describe
+
+    monkeypatch.chdir(tmp_path)
+    assert choose_config({}) == (Path("config.example.yaml"), "no config.yaml here, so the example")
+    write(tmp_path, tree())
+    assert choose_config({}) == (Path("config.yaml"), "config.yaml in the working directory")
+    assert choose_config({"BRIDGE_CONFIG": "x.yaml"}) == (Path("x.yaml"), "named by BRIDGE_CONFIG")
+    settings = load_config(environ={})
+    assert (settings.path, settings.origin) == (
+        "config.yaml",
+        "config.yaml in the working directory",
+    )
+    assert settings.loaded_at is not None
+    assert describe(settings).startswith(
+        "config config.yaml (config.yaml in the working directory), loaded "
+    )
+
+
+def test_a_reload_takes_a_good_file_and_refuses_a_broken_one(tmp_path):
+    from bridge.config import reload_config
+
+    data = tree()
+    file = write(tmp_path, data)
+    first = load_config(file, environ={}, origin="named by BRIDGE_CONFIG")
+    data["products"]["whmcs"][99] = "business"
+    write(tmp_path, data)
+    second, problem = reload_config(first, environ={})
+    assert problem is None and second.mappings.products["whmcs"]["99"] == "business"
+    assert second.origin == "named by BRIDGE_CONFIG"
+    assert second.loaded_at is not None and first.loaded_at is not None
+    assert second.loaded_at >= first.loaded_at
+    write(tmp_path, "products: [broken\n")
+    kept, problem = reload_config(second, environ={})
+    assert kept is second
+    assert problem is not None and str(file) in problem
+
+
+def test_masked_settings_show_no_secret(tmp_path):
+    from bridge.config import masked
+
+    data = tree()
+    data["database_url"] = "postgresql+psycopg://bridge:Db-Passw0rd@db.internal:5432/bridge"
+    settings = load_config(write(tmp_path, data), environ={})
+    shown = yaml.safe_dump(masked(settings))
+    for secret in (
+        WHMCS_SECRET,
+        BLESTA_SECRET,
+        "Sim-Master-Passw0rd",
+        "test-secret-key",
+        "Db-Passw0rd",
+    ):
+        assert secret not in shown
+    view = masked(settings)
+    assert view["mailserver"]["password"] == "***"
+    assert view["sources"]["whmcs"]["secrets"] == ["whsec_***", "whsec_***"]
+    assert view["database_url"] == "postgresql+psycopg://bridge:***@db.internal:5432/bridge"
+    assert view["mappings"]["products"]["whmcs"]["1"] == "starter"
+
+
+def test_an_unpadded_secret_is_accepted(tmp_path):
+    data = tree()
+    data["sources"]["whmcs"]["secrets"] = [WHMCS_SECRET, BLESTA_SECRET.rstrip("=")]
+    settings = load_config(write(tmp_path, data), environ={})
+    assert settings.sources["whmcs"].secrets[1] == BLESTA_SECRET.rstrip("=")

@@ -104,8 +104,12 @@ def blesta_body(
     addons: dict[str, Any] | None = None,
     password: str | None = None,
     tier_key: str = "",
+    occurred_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """What our Blesta plugin posts for one service event (docs/design.md#blesta-signed-events)."""
+    """What our Blesta plugin posts for one service event (docs/design.md#blesta-signed-events).
+
+    With `occurred_at` the body carries it (as the plugin does) and is the same on every call.
+    """
     client = client or 30 + service % 1000
     options = [
         {"option_name": name, "option_type": "quantity", "qty": qty, "option_value": None}
@@ -139,7 +143,8 @@ def blesta_body(
         old["status"] = "suspended"
     elif action is Action.TERMINATE:
         vars_.update(
-            status="canceled", date_canceled=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            status="canceled",
+            date_canceled=(occurred_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S"),
         )
         service_obj["status"] = "canceled"
     elif action is Action.CHANGE_PACKAGE:
@@ -150,7 +155,9 @@ def blesta_body(
         old["client_id"] = previous_client or client + 1
     elif action is Action.CHANGE_PASSWORD:
         vars_.update(password=password or sample_password())
+    when = {"occurred_at": occurred_at.isoformat()} if occurred_at is not None else {}
     return {
+        **when,
         "event": BLESTA_EVENTS[action],
         "service_id": service,
         "vars": vars_,
@@ -171,5 +178,4 @@ def sample(kind: str, action: Action, service: int, **options: Any) -> dict[str,
     if kind == "whmcs":
         return whmcs_envelope(action, service, **options)
     options.pop("to_service", None)
-    options.pop("occurred_at", None)
     return blesta_body(action, service, **options)

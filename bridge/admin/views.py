@@ -97,7 +97,7 @@ def guard() -> ResponseReturnValue | None:
         return _message(
             "The staff console is switched off",
             f"{why} in the bridge's config, so sessions and forms cannot be signed. Set it "
-            "to a long random value (e.g. via BRIDGE_SECRET_KEY) and restart the bridge.",
+            "to a long random value (e.g. via BRIDGE_SECRET_KEY) and reload the bridge.",
             503,
         )
     if request.method == "POST":
@@ -554,6 +554,7 @@ def mappings() -> ResponseReturnValue:
         bundle_fields=QuotaBundle.field_names(),
         format_quota=format_quota,
         config_path=runtime().settings.path,
+        loaded_at=runtime().settings.loaded_at,
     )
 
 

@@ -46,6 +46,16 @@ def _id(name: str, what: str) -> dict[str, Any]:
     }
 
 
+def _text(name: str, what: str) -> dict[str, Any]:
+    return {
+        "in": "path",
+        "name": name,
+        "required": True,
+        "schema": {"type": "string"},
+        "description": what,
+    }
+
+
 def build_spec() -> APISpec:
     """Describe every route of the staff API."""
     spec = APISpec(
@@ -182,56 +192,71 @@ def build_spec() -> APISpec:
             }
         },
     )
-    spec.path(
-        path="/api/services/{service_id}",
-        operations={
-            "get": {
-                "summary": "A service: desired vs actual, drift, events, audit",
-                "description": "Reads the DomainAdmin from the mail server; when it cannot, "
-                "`mailserver_error` says why and the rest is still returned.",
-                "parameters": [_id("service_id", "the bridge's service id")],
-                "responses": {"200": _json("Service", "the service"), **_ERRORS, **_NOT_FOUND},
-            }
-        },
-    )
-    spec.path(
-        path="/api/services/{service_id}/reconcile",
-        operations={
-            "post": {
-                "summary": "Reconcile a service now",
-                "parameters": [_id("service_id", "the bridge's service id")],
-                "requestBody": _body({"type": "object", "description": "no fields; may be empty"}),
-                "responses": {
-                    "200": _json("Outcome", "how it ended"),
-                    **_BODY,
-                    **_ERRORS,
-                    **_OPERATOR,
-                    **_NOT_FOUND,
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/api/services/{service_id}/link",
-        operations={
-            "post": {
-                "summary": "Bind a service to an existing DomainAdmin (or show it first)",
-                "description": "With `confirm: false` (the default) the account's recovery "
-                "e-mail and domains are read and returned, nothing changes. With `confirm: "
-                "true` the binding is recorded (audited); `relink: true` moves an existing one.",
-                "parameters": [_id("service_id", "the bridge's service id")],
-                "requestBody": _body("LinkRequest"),
-                "responses": {
-                    "200": _json("LinkResult", "the account"),
-                    **_BODY,
-                    "409": {"$ref": "#/components/responses/Conflict"},
-                    **_ERRORS,
-                    **_OPERATOR,
-                    **_NOT_FOUND,
-                },
-            }
-        },
-    )
+    # Services are named by source and billing id; the internal id (an event's service_id)
+    # is accepted too, for links.
+    by_ref = [
+        _text("source", "billing source name, e.g. whmcs"),
+        _text("service_ref", "billing id"),
+    ]
+    by_id = [_id("service_id", "the bridge's internal id (prefer source and billing id)")]
+    for base, params, also in (
+        ("/api/services/{source}/{service_ref}", by_ref, ""),
+        ("/api/services/{service_id}", by_id, " (by internal id)"),
+    ):
+        spec.path(
+            path=base,
+            operations={
+                "get": {
+                    "summary": "A service: desired vs actual, drift, events, audit" + also,
+                    "description": "Reads the DomainAdmin from the mail server; when it cannot, "
+                    "`mailserver_error` says why and the rest is still returned.",
+                    "parameters": params,
+                    "responses": {"200": _json("Service", "the service"), **_ERRORS, **_NOT_FOUND},
+                }
+            },
+        )
+        spec.path(
+            path=f"{base}/reconcile",
+            operations={
+                "post": {
+                    "summary": "Reconcile a service now" + also,
+                    "parameters": params,
+                    "requestBody": _body(
+                        {"type": "object", "description": "no fields; may be empty"}
+                    ),
+                    "responses": {
+                        "200": _json("Outcome", "how it ended"),
+                        **_BODY,
+                        **_ERRORS,
+                        **_OPERATOR,
+                        **_NOT_FOUND,
+                    },
+                }
+            },
+        )
+        spec.path(
+            path=f"{base}/link",
+            operations={
+                "post": {
+                    "summary": "Bind a service to an existing DomainAdmin (or show it first)"
+                    + also,
+                    "description": "With `confirm: false` (the default) the account's recovery "
+                    "e-mail and domains are read and returned, nothing changes. With `confirm: "
+                    "true` the binding is recorded (audited); `relink: true` moves an existing "
+                    "one.",
+                    "parameters": params,
+                    "requestBody": _body("LinkRequest"),
+                    "responses": {
+                        "200": _json("LinkResult", "the account"),
+                        **_BODY,
+                        "409": {"$ref": "#/components/responses/Conflict"},
+                        **_ERRORS,
+                        **_OPERATOR,
+                        **_NOT_FOUND,
+                    },
+                }
+            },
+        )
     spec.path(
         path="/api/mappings",
         operations={

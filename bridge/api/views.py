@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import current_app, g, jsonify, request
+from flask import current_app, g, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema, ValidationError
 from sqlalchemy import select
@@ -252,6 +252,8 @@ def _service_body(service: Service) -> dict[str, Any]:
     )
     plan_error = c.plan_error or c.desired_error
     return {
+        "service": service.label,
+        "links": _links(service),
         **{column: getattr(service, column) for column in _SERVICE_COLUMNS},
         "desired_state": service.desired_state.value if service.desired_state else None,
         "tier": c.resolution.tier if c.resolution else None,
@@ -269,38 +271,100 @@ def _service_body(service: Service) -> dict[str, Any]:
     }
 
 
-@bp.get("/services/<int:service_id>")
-def get_service(service_id: int) -> ResponseReturnValue:
-    """A service: desired state, bundle, desired vs actual, drift, its events and audit."""
+def _service_by_ref(source: str, service_ref: str) -> Service:
+    service = get_session().scalar(
+        select(Service).where(Service.source == source, Service.service_ref == service_ref)
+    )
+    if service is None:
+        raise BridgeError(
+            "not_found",
+            f"there is no service {service_ref} from {source} in the ledger",
+            http_status=404,
+        )
+    return service
+
+
+def _service_by_id(service_id: int) -> Service:
     service = get_session().get(Service, service_id)
     if service is None:
-        return error_response("not_found", f"there is no service {service_id}", 404)
+        raise BridgeError(
+            "not_found",
+            f"there is no service with the internal id {service_id}; services are named by "
+            f"source and billing id: /api/services/<source>/<billing id>, e.g. "
+            f"/api/services/whmcs/{service_id}",
+            http_status=404,
+        )
+    return service
+
+
+def _links(service: Service) -> dict[str, str]:
+    here = url_for("api.get_service", source=service.source, service_ref=service.service_ref)
+    return {
+        "self": here,
+        "reconcile": f"{here}/reconcile",
+        "link": f"{here}/link",
+        "console": url_for("admin.service", service_id=service.id),
+    }
+
+
+@bp.get("/services/<source>/<service_ref>")
+def get_service(source: str, service_ref: str) -> ResponseReturnValue:
+    """A service: desired state, bundle, desired vs actual, drift, its events and audit."""
+    service = _service_by_ref(source, service_ref)
     return jsonify(s.ServiceSchema().dump(_service_body(service)))
+
+
+@bp.get("/services/<int:service_id>")
+def get_service_by_id(service_id: int) -> ResponseReturnValue:
+    """The same, by the internal id (as in an event's service_id)."""
+    return jsonify(s.ServiceSchema().dump(_service_body(_service_by_id(service_id))))
+
+
+def _reconcile(service: Service) -> ResponseReturnValue:
+    _body()
+    outcome = reconcile(runtime(), service.id, _actor())
+    return jsonify(s.OutcomeSchema().dump(outcome))
+
+
+@bp.post("/services/<source>/<service_ref>/reconcile")
+@operator_only
+def reconcile_service(source: str, service_ref: str) -> ResponseReturnValue:
+    """Reconcile one service now."""
+    return _reconcile(_service_by_ref(source, service_ref))
 
 
 @bp.post("/services/<int:service_id>/reconcile")
 @operator_only
-def reconcile_service(service_id: int) -> ResponseReturnValue:
-    """Reconcile one service now."""
-    _body()
-    outcome = reconcile(runtime(), service_id, _actor())
-    return jsonify(s.OutcomeSchema().dump(outcome))
+def reconcile_service_by_id(service_id: int) -> ResponseReturnValue:
+    """Reconcile one service now (by internal id)."""
+    return _reconcile(_service_by_id(service_id))
+
+
+def _link(service: Service) -> ResponseReturnValue:
+    data = _load(s.LinkSchema(), _body())
+    if data["confirm"]:
+        preview = link_service(
+            runtime(), service.id, data["username"], _actor(), relink=data["relink"]
+        )
+    else:
+        preview = preview_link(runtime(), service.id, data["username"])
+    return jsonify(
+        s.LinkResultSchema().dump({**dataclasses.asdict(preview), "linked": data["confirm"]})
+    )
+
+
+@bp.post("/services/<source>/<service_ref>/link")
+@operator_only
+def link(source: str, service_ref: str) -> ResponseReturnValue:
+    """Show (confirm false) or bind (confirm true) the DomainAdmin for a service."""
+    return _link(_service_by_ref(source, service_ref))
 
 
 @bp.post("/services/<int:service_id>/link")
 @operator_only
-def link(service_id: int) -> ResponseReturnValue:
-    """Show (confirm false) or bind (confirm true) the DomainAdmin for a service."""
-    data = _load(s.LinkSchema(), _body())
-    if data["confirm"]:
-        preview = link_service(
-            runtime(), service_id, data["username"], _actor(), relink=data["relink"]
-        )
-    else:
-        preview = preview_link(runtime(), service_id, data["username"])
-    return jsonify(
-        s.LinkResultSchema().dump({**dataclasses.asdict(preview), "linked": data["confirm"]})
-    )
+def link_by_id(service_id: int) -> ResponseReturnValue:
+    """The same, by internal id."""
+    return _link(_service_by_id(service_id))
 
 
 @bp.get("/mappings")

@@ -10,6 +10,7 @@ import click
 
 from bridge.cli import (
     checkserver,
+    configuration,
     events,
     hooks,
     importing,
@@ -19,10 +20,19 @@ from bridge.cli import (
     staff,
 )
 from bridge.cli.base import Context
-from bridge.config import config_path
+from bridge.config import choose_config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mailbridge")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config",
@@ -30,10 +40,30 @@ from bridge.config import config_path
     metavar="PATH",
     help="Config file (default: $BRIDGE_CONFIG, else config.yaml, else config.example.yaml).",
 )
+@click.option(
+    "--version", is_flag=True, help="Print the version and which config file is used, then exit."
+)
 @click.pass_context
-def cli(ctx: click.Context, config: str | None) -> None:
+def cli(ctx: click.Context, config: str | None, version: bool) -> None:
     """Mail provisioning bridge: billing webhooks in, a matching NMS mail server out."""
-    ctx.obj = Context(config or str(config_path()))
+    from click.core import ParameterSource
+
+    if config:
+        given = ctx.get_parameter_source("config") is not ParameterSource.ENVIRONMENT
+        ctx.obj = Context(config, "named by --config" if given else "named by BRIDGE_CONFIG")
+    else:
+        path, origin = choose_config()
+        ctx.obj = Context(str(path), origin)
+    if version:
+        from pathlib import Path
+
+        missing = "" if Path(ctx.obj.config).is_file() else ", not found"
+        click.echo(f"bridge {_version()}")
+        click.echo(f"config: {ctx.obj.config} ({ctx.obj.origin}{missing})")
+        ctx.exit()
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit()
 
 
 for command in (
@@ -48,6 +78,8 @@ for command in (
     staff.staff,
     events.events,
     checkserver.check_server,
+    configuration.config,
+    configuration.check_ports,
 ):
     cli.add_command(command)
 

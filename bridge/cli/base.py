@@ -20,8 +20,10 @@ from bridge.runtime import Runtime
 class Context:
     """Loads settings (and the runtime, or the app) only when a command needs them."""
 
-    def __init__(self, config: str | None) -> None:
+    def __init__(self, config: str | None, origin: str = "") -> None:
         self.config = config
+        #: Why this file (see bridge.config.choose_config), for `--version` and the logs.
+        self.origin = origin
         self._settings: Settings | None = None
         self._runtime: Runtime | None = None
 
@@ -30,7 +32,7 @@ class Context:
         """The validated config, read on first use."""
         if self._settings is None:
             try:
-                self._settings = load_config(self.config)
+                self._settings = load_config(self.config, origin=self.origin or None)
             except ConfigError as exc:
                 raise click.ClickException(exc.message) from None
         return self._settings

@@ -132,8 +132,8 @@ def events_show(event_id: int, as_json: bool) -> None:
             )
             return
         click.secho(
-            f"event {event.id}: {event.source} {clean(event.action or event.native_event)} "
-            f"service {clean(event.service_ref or '-')}: {event.status.value}",
+            f"event {event.id}: {clean(event.action or event.native_event)} "
+            f"{event.source}:{clean(event.service_ref or '-')}: {event.status.value}",
             bold=True,
         )
         if event.resolved_at:
@@ -161,7 +161,8 @@ def events_show(event_id: int, as_json: bool) -> None:
             for c in at.calls:
                 error = f" {c.get('error')}" if c.get("error") else ""
                 click.echo(
-                    f"    {c.get('method')} {clean(c.get('path'))} -> {c.get('status')} "
+                    f"    {c.get('method')} {clean(c.get('path'))} -> "
+                    f"{c.get('status') or 'no answer'} "
                     f"({c.get('ms')} ms){error}"
                 )
         if entries:

@@ -105,7 +105,7 @@ def import_whmcs(
         for result in results:
             if result.outcome in ("missing_on_server", "error") or result.drift:
                 click.echo(
-                    f"line {result.line} service {clean(result.service_ref)} "
+                    f"line {result.line} {source}:{clean(result.service_ref)} "
                     f"({clean(result.username)}): {result.outcome} {clean(result.message)}".rstrip()
                 )
                 for line in result.drift:
@@ -125,35 +125,82 @@ def import_whmcs(
 
 
 @import_.command("nms")
-@click.option("--source", default="whmcs", show_default=True, help="Source name in the config.")
+@click.option(
+    "--source",
+    required=True,
+    help="The billing source (a name under sources: in the config) to compare with.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def import_nms(ctx: Context, source: str, as_json: bool) -> None:
-    """Match the mail server's DomainAdmins with the ledger's services by username."""
-    from sqlalchemy import select
+    """Compare the mail server's DomainAdmins with the ledger's services of SOURCE.
 
-    from bridge.models import Service
+    Lists, with what to do about each: the accounts this source's services name, those that
+    belong to another source, those no billing service names, and this source's services
+    whose account is missing on the server. Reads only; changes nothing.
+    """
     from bridge.support import importer
 
+    settings = ctx.settings
+    if source not in settings.sources:
+        raise click.BadParameter(
+            f'no source "{source}"; configured: {", ".join(settings.sources)}',
+            param_hint="--source",
+        )
     rt = ctx.runtime()
     index = or_fail(lambda: importer.server_index(rt.mailserver))
-    with rt.reads() as session:
-        services = {
-            (s.username or "").lower(): s.service_ref
-            for s in session.scalars(select(Service).where(Service.source == source))
-        }
-    linked = sorted(u for u in index if u in services)
-    unknown = sorted(u for u in index if u not in services)
-    missing = sorted(u for u in services if u and u not in index)
-    report = {"linked": linked, "unknown_to_billing": unknown, "missing_on_server": missing}
+    found = importer.compare_server(rt, source, index)
+    advice = _advice(source)
     if as_json:
+        report = {
+            "source": source,
+            "linked": found.linked,
+            "other_source": found.other_source,
+            "unknown_to_billing": found.unknown,
+            "missing_on_server": found.missing_on_server,
+            "advice": advice,
+        }
         click.echo(json.dumps(report, indent=2))
         return
-    for name in unknown:
-        click.echo(f"unknown to billing: {name}")
-    for name in missing:
-        click.echo(f"missing on server: {name} (service {services[name]})")
     click.echo(
-        f"{len(index)} DomainAdmins on the server: {len(linked)} linked, "
-        f"{len(unknown)} unknown to billing; {len(missing)} services missing on server"
+        f"{len(index)} DomainAdmin(s) on {settings.mailserver.base_url}, compared with the "
+        f"{source} services in the ledger:"
     )
+    sections = (
+        (f"named by a {source} service", "linked", list(found.linked)),
+        (
+            "named by a service of another source",
+            "other_source",
+            [f"{name} ({label})" for name, label in found.other_source.items()],
+        ),
+        ("named by no service the bridge knows", "unknown_to_billing", found.unknown),
+        (
+            f"{source} services whose DomainAdmin is not on the server",
+            "missing_on_server",
+            [f"{label} ({name})" for label, name in found.missing_on_server.items()],
+        ),
+    )
+    for title, key, names in sections:
+        click.echo(f"\n{title}: {len(names)}")
+        if not names:
+            continue
+        click.echo(f"  {advice[key]}")
+        if key != "linked":
+            for name in names:
+                click.echo(f"    {name}")
+
+
+def _advice(source: str) -> dict[str, str]:
+    """What to do with each category (never a deletion: an account is a customer's mail)."""
+    return {
+        "linked": "nothing to do",
+        "other_source": "each belongs to the service shown, of another billing source; nothing "
+        "to do here (`bridge import nms --source THAT_SOURCE` checks them)",
+        "unknown_to_billing": "no service the bridge knows names these accounts, and the bridge "
+        "never changes one no service is bound to. If one is a customer's, bind it to its "
+        "billing service (`bridge services link SOURCE ID USERNAME`, or import the billing "
+        "export with `bridge import whmcs --csv FILE`); otherwise leave it as it is",
+        "missing_on_server": f"billing wants an account the server does not have: look at "
+        f"`bridge services show {source} ID`, then `bridge reconcile {source} ID` makes the "
+        "server match billing",
+    }

@@ -8,6 +8,7 @@ import sys
 import click
 
 from bridge.cli.base import Context, pass_ctx
+from bridge.runtime import Runtime
 
 
 @click.command()
@@ -16,7 +17,11 @@ from bridge.cli.base import Context, pass_ctx
 @pass_ctx
 def run(ctx: Context, host: str, port: int) -> None:
     """Serve the bridge with the development server (use gunicorn in production)."""
-    ctx.app().run(host=host, port=port, threaded=True)
+    from bridge.config import describe
+
+    app = ctx.app()
+    logging.getLogger("bridge.app").info("%s", describe(ctx.settings))
+    app.run(host=host, port=port, threaded=True)
 
 
 @click.group()
@@ -89,13 +94,17 @@ def worker(ctx: Context, once: bool, metrics_at: str | None) -> None:
     """Reconcile due services until SIGTERM (which finishes the current one first).
 
     Also reads the services' usage figures every usage.refresh_h hours (one worker does it).
+    SIGHUP re-reads the config (mappings, mail server, everything) between two services; a
+    broken file is refused with a log line and the worker goes on with the one it has.
     """
+    from bridge.config import describe
     from bridge.logging import configure_logging
     from bridge.provisioning.jobs import run_once
     from bridge.provisioning.worker import run_forever
 
     settings = ctx.settings
     configure_logging(settings.logging.level, settings.logging.json)
+    logging.getLogger("bridge.provisioning.worker").info("%s", describe(settings))
     rt = ctx.runtime()
     if metrics_at:
         _serve_metrics(metrics_at)
@@ -105,7 +114,35 @@ def worker(ctx: Context, once: bool, metrics_at: str | None) -> None:
             done += 1
         click.echo(f"{done} service(s) reconciled")
         return
-    run_forever(rt)
+    current = [rt]
+
+    def reload(old: Runtime) -> Runtime:
+        new = reload_runtime(old)
+        current[0] = new
+        return new
+
+    try:
+        run_forever(rt, reload=reload)
+    finally:
+        if current[0] is not rt:
+            current[0].dispose()
+            current[0].mailserver.http.close()
+
+
+def reload_runtime(rt: Runtime) -> Runtime:
+    """The worker's SIGHUP: read the config again; a new runtime, or `rt` if it is refused."""
+    from bridge.config import describe, reload_config
+
+    log = logging.getLogger("bridge.provisioning.worker")
+    settings, problem = reload_config(rt.settings)
+    if problem is not None:
+        log.error("config reload refused, still serving %s: %s", describe(rt.settings), problem)
+        return rt
+    new = Runtime.build(settings)
+    rt.dispose()
+    rt.mailserver.http.close()
+    log.info("config reloaded: %s", describe(settings))
+    return new
 
 
 def _serve_metrics(where: str) -> None:

@@ -100,6 +100,11 @@ def reconcile(
         sys.exit(1)
 
 
+def _v(value: Any) -> str:
+    """A value for people: `-` for none, control characters escaped."""
+    return "-" if value is None else clean(value)
+
+
 class _plain:
     def __init__(self, items: list[int]) -> None:
         self.items = items
@@ -123,7 +128,7 @@ def _print_inspection(entry: dict[str, Any], dry_run: bool) -> None:
         return
     click.echo(f"{clean(entry['service'])}:")
     for d in entry["drift"]:
-        click.echo(f"  {d['field']}: desired {clean(d['desired'])}, actual {clean(d['actual'])}")
+        click.echo(f"  {d['field']}: desired {_v(d['desired'])}, actual {_v(d['actual'])}")
     verb = "would" if dry_run else "did"
     for step in entry["steps"]:
         click.echo(f"  {verb}: {clean(step)}")
@@ -193,20 +198,24 @@ def services_show(ctx: Context, source: str, service_id: str, as_json: bool) -> 
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
-    for key in (
-        "service",
-        "username",
-        "state",
-        "product",
-        "tier_key",
-        "addons",
-        "client",
-        "generation",
-        "applied_generation",
-        "next_attempt_at",
-        "last_reason",
-    ):
-        click.echo(f"{key:>19}: {clean(info[key])}")
+    tier, bundle = _resolved(rt, source, info)
+    addons = ", ".join(f"{k}={v}" for k, v in sorted((info["addons"] or {}).items()))
+    due = info["next_attempt_at"]
+    rows = (
+        ("service", info["service"]),
+        ("username", info["username"]),
+        ("state", info["state"]),
+        ("product", info["product"]),
+        ("tier", tier),
+        ("addons", addons or "none"),
+        ("bundle", bundle),
+        ("client", info["client"]),
+        ("generation", f"{info['generation']} (applied: {info['applied_generation']})"),
+        ("next_attempt_at", due or "nothing due"),
+        ("last_reason", info["last_reason"]),
+    )
+    for key, value in rows:
+        click.echo(f"{key:>19}: {'-' if value in (None, '') else clean(value)}")
     click.echo("             events:")
     for e in info["events"]:
         click.echo(
@@ -218,11 +227,27 @@ def services_show(ctx: Context, source: str, service_id: str, as_json: bool) -> 
     elif info.get("drift"):
         click.echo("drift:")
         for d in info["drift"]:
-            click.echo(
-                f"  {d['field']}: desired {clean(d['desired'])}, actual {clean(d['actual'])}"
-            )
+            click.echo(f"  {d['field']}: desired {_v(d['desired'])}, actual {_v(d['actual'])}")
     else:
         click.echo("drift: none, the mail server matches")
+
+
+def _resolved(rt: Runtime, source: str, info: dict[str, Any]) -> tuple[str, str]:
+    """The tier and quota bundle the service maps to, or why it does not."""
+    from bridge.errors import BridgeError
+    from bridge.mappings import resolve
+
+    if info["product"] is None and info["tier_key"] is None:
+        return "-", "-"
+    try:
+        found = resolve(
+            rt.settings.mappings, source, info["product"], info["tier_key"], info["addons"]
+        )
+    except BridgeError as exc:
+        return f"- ({exc.reason})", "-"
+    named = info["tier_key"] and " (named by the product's tier setting)"
+    quotas = ", ".join(f"{k} {v}" for k, v in found.bundle.as_dict().items())
+    return found.tier + (named or ""), quotas
 
 
 def _link(source: str, service_id: str, username: str, yes: bool, relink: bool) -> None:

@@ -166,6 +166,8 @@ def service_info(source: str) -> ResponseReturnValue:
             "username": service.username,
             "domain": service.domain,
             "state": service.desired_state.value if service.desired_state else None,
+            "product": service.product_id,
+            "addons": service.addons or {},
             "bundle": bundle,
             "in_sync": service.applied_generation >= service.generation
             and service.job_due_at is None,

@@ -87,15 +87,15 @@ def finish(rt: Runtime, done: Attempted) -> Outcome:
         else:
             decision = _permanent(service, events, done.error, done.started, newer)
         decided = [e.log_fields() for e in events if e.status is not EventStatus.QUEUED]
+        label = service.label  # whmcs:1002, also when the desired state could not be built
     for fields in decided:
         log_event(fields)
     metrics.RECONCILES.labels(decision.status).inc()
     if decision.status == "retry" and decision.reason != "inline_timeout":
         metrics.RETRIES.labels(decision.reason).inc()
-    desired = done.desired
     log.info(
         "reconcile service=%s generation=%s outcome=%s reason=%s calls=%d writes=%d",
-        f"{desired.source}:{desired.service_ref}" if desired else f"#{done.service_id}",
+        label,
         generation,
         decision.status,
         decision.reason,

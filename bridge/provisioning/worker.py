@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from bridge.mailserver import PermanentError, TransientError
@@ -29,23 +30,40 @@ USAGE_CHECK_S = 60.0
 GATE_POLL_S = 30.0
 
 
-def run_forever(rt: Runtime, stop: threading.Event | None = None) -> int:
-    """Loop until `stop` is set; return how many reconciles ran."""
+def run_forever(
+    rt: Runtime,
+    stop: threading.Event | None = None,
+    reload: Callable[[Runtime], Runtime] | None = None,
+) -> int:
+    """Loop until `stop` is set; return how many reconciles ran.
+
+    With `reload`, SIGHUP asks for it between two services: it returns the runtime to go on
+    with (the same one when the new config is refused).
+    """
     stop = stop or threading.Event()
+    hup = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("worker: %s received, finishing the current service", signal.Signals(signum).name)
         stop.set()
 
+    def request_reload(_signum: int, _frame: FrameType | None) -> None:
+        hup.set()  # taken up before the next service (within IDLE_POLL_S when idle)
+
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        if reload is not None:
+            signal.signal(signal.SIGHUP, request_reload)
     owner = worker_id()
     log.info("worker %s started", owner)
     done = 0
     next_usage_check = 0.0
     paused = False
     while not stop.is_set():
+        if hup.is_set() and reload is not None:
+            hup.clear()
+            rt = reload(rt)
         pause = gate_pause(rt)
         if pause > 0:
             if not paused:

@@ -94,11 +94,17 @@ def recent(session: Session, before: int | None = None, limit: int = 100) -> lis
     return list(session.scalars(query))
 
 
+def _service(entry: AuditEntry) -> str:
+    """How people name the service: `whmcs:1002` (its internal id once it is gone)."""
+    service = entry.service
+    return service.label if service is not None else f"service #{entry.service_id}"
+
+
 def describe(entry: AuditEntry) -> str:
     """One line for people."""
     d = entry.detail or {}
     if entry.action == "retry":
-        base = f"retry of service {entry.service_id}"
+        base = f"retry of {_service(entry)}"
         if d.get("requeued") is not None:
             base += f" ({d['requeued']} failed event(s) queued again)"
         if d.get("outcome"):

@@ -239,14 +239,52 @@ def unknown_to_billing(
     source: str,
     index: dict[str, DomainAdmin],
 ) -> list[str]:
-    """DomainAdmins on the server that no service of this source names."""
+    """DomainAdmins on the server that no service of any source names."""
+    return compare_server(rt, source, index).unknown
+
+
+@dataclass(frozen=True)
+class ServerComparison:
+    """The server's DomainAdmins against the ledger, from one source's point of view."""
+
+    source: str
+    #: usernames named by a service of this source -> its label (whmcs:1001)
+    linked: dict[str, str]
+    #: usernames named by a service of another source -> its label (blesta:7)
+    other_source: dict[str, str]
+    #: usernames no service of any source names
+    unknown: list[str]
+    #: this source's services (not terminated) whose DomainAdmin is not on the server
+    missing_on_server: dict[str, str]
+
+
+def compare_server(rt: Runtime, source: str, index: dict[str, DomainAdmin]) -> ServerComparison:
+    """Sort the server's DomainAdmins: this source's, another source's, nobody's; and this
+    source's services whose account is missing. Reads only; changes nothing."""
     with rt.reads() as session:
-        known = {
-            u.lower()
-            for u in session.scalars(select(Service.username).where(Service.source == source))
-            if u
-        }
-    return sorted(name for name in index if name not in known)
+        rows = session.execute(
+            select(Service.source, Service.service_ref, Service.username, Service.desired_state)
+        ).all()
+    mine: dict[str, str] = {}
+    others: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    for src, ref, username, state in rows:
+        if not username:
+            continue
+        name = username.lower()
+        if src == source:
+            mine.setdefault(name, f"{src}:{ref}")
+            if name not in index and state is not ServiceState.TERMINATED:
+                missing[f"{src}:{ref}"] = name
+        else:
+            others.setdefault(name, f"{src}:{ref}")
+    return ServerComparison(
+        source=source,
+        linked={u: mine[u] for u in sorted(index) if u in mine},
+        other_source={u: others[u] for u in sorted(index) if u not in mine and u in others},
+        unknown=sorted(u for u in index if u not in mine and u not in others),
+        missing_on_server=dict(sorted(missing.items())),
+    )
 
 
 def summarize(results: Iterable[Result]) -> Counter[str]:

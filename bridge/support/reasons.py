@@ -19,7 +19,7 @@ _WAIT = "Nothing to do: the worker retries on its schedule. Retry now to try at 
 REASONS: dict[str, Explanation] = {
     "unmapped_product": Explanation(
         "The billing product has no tier",
-        "Add the product under products: in the config (see Mappings), restart the bridge, "
+        "Add the product under products: in the config (see Mappings), reload the bridge, "
         "then press Retry.",
     ),
     "unknown_tier": Explanation(
@@ -74,7 +74,7 @@ REASONS: dict[str, Explanation] = {
     ),
     "unlimited_not_supported": Explanation(
         "The tier asks for unlimited, and no number is configured for it",
-        "Set mailserver.unlimited_value in the config, restart, then press Retry.",
+        "Set mailserver.unlimited_value in the config, reload the bridge, then press Retry.",
     ),
     "mailserver_unreachable": Explanation("The mail server could not be reached", _WAIT),
     "mailserver_unavailable": Explanation("The mail server answered with an error page", _WAIT),
@@ -114,7 +114,7 @@ REASONS: dict[str, Explanation] = {
     ),
     "mailserver_login_failed": Explanation(
         "The mail server refused the bridge's login",
-        "Check mailserver.username and mailserver.password, restart, then press Retry.",
+        "Check mailserver.username and mailserver.password, reload the bridge, then press Retry.",
     ),
     "mailserver_auth_failed": Explanation(
         "The mail server refused a fresh token",

@@ -317,7 +317,13 @@ class UsageSchema(Schema):
 class ServiceSchema(Schema):
     """A service: desired state, bundle, desired vs actual, drift, what a reconcile would do."""
 
-    id = fields.Integer()
+    service = fields.String(metadata={"description": "how people name it: source:billing id"})
+    links = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "self, reconcile, link (API) and console URLs"},
+    )
+    id = fields.Integer(metadata={"description": "the bridge's internal id (prefer the links)"})
     source = fields.String()
     service_ref = fields.String()
     username = fields.String(allow_none=True)

@@ -304,3 +304,44 @@ def test_openapi_document_is_valid_and_lists_every_route(client, app):
             assert op["summary"] and op["responses"], (path, method)
     params = {p["name"] for p in doc["paths"]["/api/events"]["get"]["parameters"]}
     assert {"status", "source", "action", "service", "since", "until", "before"} <= params
+
+
+def test_services_are_named_by_source_and_billing_id(client, op_token, viewer_token, sim, db):
+    send(client, Action.CREATE, 1001)
+    send(client, Action.CREATE, 1002)
+    internal = db.scalar(select(Service.id).where(Service.service_ref == "1002"))
+    assert internal != 1002
+    body = client.get("/api/services/whmcs/1002", headers=bearer(op_token)).get_json()
+    assert (body["service"], body["service_ref"], body["username"]) == (
+        "whmcs:1002",
+        "1002",
+        "mail1002",
+    )
+    assert body["links"] == {
+        "self": "/api/services/whmcs/1002",
+        "reconcile": "/api/services/whmcs/1002/reconcile",
+        "link": "/api/services/whmcs/1002/link",
+        "console": f"/admin/services/{internal}",
+    }
+    # the internal id still answers (links, an event's service_id), with the same body
+    by_id = client.get(f"/api/services/{internal}", headers=bearer(op_token)).get_json()
+    assert by_id["service"] == "whmcs:1002"
+    # a billing id where the internal one is expected says how to name a service
+    wrong = assert_error(
+        client.get("/api/services/1002", headers=bearer(op_token)), 404, "not_found"
+    )
+    assert "/api/services/whmcs/1002" in wrong["message"]
+    unknown = client.get("/api/services/blesta/1002", headers=bearer(op_token))
+    assert "no service 1002 from blesta" in assert_error(unknown, 404, "not_found")["message"]
+
+    url = "/api/services/whmcs/1002/reconcile"
+    assert_error(client.post(url, headers=bearer(viewer_token)), 403, "forbidden")
+    outcome = client.post(url, headers=bearer(op_token)).get_json()
+    assert outcome["status"] == "applied"
+    entry = db.scalar(select(AuditEntry).where(AuditEntry.action == "reconcile"))
+    assert entry.service_id == internal
+    preview = client.post(
+        "/api/services/whmcs/1002/link", json={"username": "mail1002"}, headers=bearer(op_token)
+    )
+    assert preview.status_code == 200, preview.get_data(as_text=True)
+    assert (preview.get_json()["label"], preview.get_json()["linked"]) == ("whmcs:1002", False)

@@ -98,7 +98,7 @@ def test_unmapped_product_event_shows_why_and_applies_after_the_fix(
     ).all()
     assert [r.detail["outcome"] for r in retries] == ["failed", "applied"]
     assert {(r.actor, r.via, r.event_id) for r in retries} == {(OPERATOR, "web", event.id)}
-    assert "retry of service" in text and OPERATOR in text  # the audit is on the page
+    assert "retry of whmcs:1001" in text and OPERATOR in text  # the audit is on the page
 
 
 def test_mark_resolved_keeps_the_status_and_records_who(as_operator, client, db, sim):
@@ -300,3 +300,24 @@ def test_link_shows_the_account_then_binds_and_audits(as_operator, client, sim, 
     assert sim.writes() == []
     page = plain(text_of(client.get(f"/admin/services/{service_id}")))
     assert "linked by ops@example.com" in page
+
+
+def test_the_advice_says_reload_and_the_mappings_page_when_the_config_was_loaded(
+    as_operator, client, app, sim, config_tree, tmp_path
+):
+    import yaml
+
+    from bridge.admin.views import fmt_time
+    from bridge.config import load_config
+
+    answer = send(client, Action.CREATE, product=77)
+    event_page = plain(text_of(client.get(f"/admin/events/{answer['event_id']}")))
+    assert "reload the bridge, then press Retry" in event_page and "restart" not in event_page
+    file = tmp_path / "bridge.yaml"
+    file.write_text(yaml.safe_dump(config_tree), encoding="utf-8")
+    settings = load_config(file, environ={})
+    use_settings(app, settings)  # what a reload does
+    page = plain(text_of(client.get("/admin/mappings")))
+    assert f"As configured in {file} , loaded {fmt_time(settings.loaded_at)};" in page
+    assert "reload the bridge" in page and "restart" not in page
+    assert "make reload" in page and "bridge mappings check" in page

@@ -195,7 +195,8 @@ def test_decode_secret_returns_the_key():
         ("whsec" + base64.b64encode(b"k" * 32).decode(), 'must start with "whsec_"'),
         ("WHSEC_" + base64.b64encode(b"k" * 32).decode(), 'must start with "whsec_"'),
         ("whsec_not*base64*at*all", "must be base64"),
-        ("whsec_" + base64.b64encode(b"k" * 32).decode()[:-1], "must be base64"),
+        # unpadded base64 is fine (see test_standard_webhooks.py); a length of 4n+1 never is
+        ("whsec_" + base64.b64encode(b"k" * 32).decode().rstrip("=") + "AA", "must be base64"),
         ("whsec_" + base64.b64encode(b"k" * 23).decode(), "at least 24 bytes"),
         ("whsec_", "at least 24 bytes"),
     ],
@@ -204,7 +205,7 @@ def test_decode_secret_returns_the_key():
         "no-underscore",
         "upper-case",
         "bad-base64",
-        "bad-padding",
+        "bad-length",
         "23-bytes",
         "empty",
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import requests
 import yaml
 from click.testing import CliRunner
 from sqlalchemy import func, select
@@ -88,17 +89,53 @@ def test_import_adopts_500_accounts_without_a_429(tmp_path, sim, config_tree, db
     assert [(e["method"], e["path"]) for e in writes] == [("PATCH", "/api/v1/accounts/old7/")]
 
 
-def test_import_nms_lists_what_billing_does_not_know(tmp_path, sim, config_tree):
-    sim.seed(
-        {
-            "accounts": [
-                {"username": "stray", "perm_level": "DomainAdmin", "password": "Stray-Passw0rd-1"}
-            ]
-        }
+def test_import_nms_needs_the_source_and_sorts_every_account(tmp_path, sim, config_tree, client):
+    """An account of another source is never "unknown", and nothing suggests deleting."""
+    from bridge.adapters.samples import blesta_body, whmcs_envelope
+    from bridge.lifecycle import Action
+    from tests.builders import post_hook
+
+    for source, body in (
+        ("whmcs", whmcs_envelope(Action.CREATE, 1001)),
+        ("whmcs", whmcs_envelope(Action.CREATE, 1002)),
+        ("blesta", blesta_body(Action.CREATE, 7)),
+    ):
+        assert post_hook(client, source, body).get_json()["status"] == "applied"
+    post_hook(client, "whmcs", whmcs_envelope(Action.TERMINATE, 1002))  # deleted later: fine
+    stray = {"username": "stray", "perm_level": "DomainAdmin", "password": "Stray-Passw0rd-1"}
+    sim.seed({"accounts": [stray]})
+    token = sim.ctl("POST", "tokens", json={"username": "admin"})["auth_token"]
+    gone = requests.delete(
+        f"{sim.url}/api/v1/accounts/mail1001/", auth=("admin", token), timeout=10
     )
-    result = run(tmp_path, config_tree, "import", "nms")
+    assert gone.status_code < 300, gone.text
+
+    missing = run(tmp_path, config_tree, "import", "nms")
+    assert missing.exit_code == 2 and "Missing option '--source'" in missing.output
+
+    result = run(tmp_path, config_tree, "import", "nms", "--source", "whmcs")
     assert result.exit_code == 0, result.output
-    assert "unknown to billing: stray" in result.stdout
+    text = result.stdout
+    assert "named by a whmcs service: 1" in text  # mail1002, terminated, still disabled
+    assert "named by a service of another source: 1\n" in text
+    assert "    blesta7 (blesta:7)" in text
+    assert "named by no service the bridge knows: 1\n" in text and "    stray\n" in text
+    assert "whmcs services whose DomainAdmin is not on the server: 1\n" in text
+    assert "    whmcs:1001 (mail1001)" in text and "bridge reconcile whmcs ID" in text
+    assert "bridge services link SOURCE ID USERNAME" in text
+    assert "delet" not in text.lower()
+
+    other = run(tmp_path, config_tree, "import", "nms", "--source", "blesta", "--json")
+    assert other.exit_code == 0, other.output
+    report = yaml.safe_load(other.stdout)
+    assert report["linked"] == {"blesta7": "blesta:7"}
+    assert report["other_source"] == {"mail1002": "whmcs:1002"}
+    assert report["unknown_to_billing"] == ["stray"]
+    assert report["missing_on_server"] == {}
+    assert "delet" not in other.stdout.lower()
+
+    wrong = run(tmp_path, config_tree, "import", "nms", "--source", "hostbill")
+    assert wrong.exit_code == 2 and 'no source "hostbill"' in wrong.output
 
 
 def test_import_refuses_a_csv_without_the_needed_columns(tmp_path, sim, config_tree):
