@@ -308,7 +308,19 @@ class SettingsSchema(MappingsSchema):
     database_url = fields.String(load_default="sqlite:///instance/bridge.db")
     mailserver = fields.Nested(MailServerSchema, required=True)
     sources = fields.Dict(
-        keys=fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9_-]*$")),
+        keys=fields.String(
+            validate=[
+                validate.Regexp(
+                    r"^[a-z0-9][a-z0-9_-]*$",
+                    error="a source name is lower-case letters, digits, _ and -, starting "
+                    "with a letter or digit",
+                ),
+                # /api/services/<source>/<billing id> must never read as an internal id
+                validate.Regexp(
+                    r".*[a-z_-]", error="a source name needs a letter, not only digits"
+                ),
+            ]
+        ),
         values=fields.Nested(SourceSchema),
         required=True,
     )

@@ -12,7 +12,7 @@ from flask import Flask, Request, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import BaseConverter, IntegerConverter
 from werkzeug.utils import cached_property
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import LimitedStream
@@ -31,6 +31,20 @@ class RowId(IntegerConverter):
     def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max", MAX_ROW_ID)
         super().__init__(map, *args, **kwargs)
+
+
+class SourceName(BaseConverter):
+    """`<source:...>`: a source's name as the config allows it, with at least one letter, so
+    `/api/services/1/reconcile` is never read as source `1`, billing id `reconcile`."""
+
+    regex = r"[a-z0-9_-]*[a-z_-][a-z0-9_-]*"
+
+
+class BillingId(BaseConverter):
+    """`<billing_id:...>`: a billing system's service id (digits, as intake accepts them), kept
+    as text the way the ledger stores it; `/api/services/x/reconcile` is then no service."""
+
+    regex = r"[0-9]{1,19}"
 
 
 class _BodyAtMost(LimitedStream):
@@ -72,6 +86,8 @@ def init_app(app: Flask, rt: Runtime) -> None:
     app.teardown_request(_close_session)
     app.request_class = BoundedRequest
     app.url_map.converters["int"] = RowId
+    app.url_map.converters["source"] = SourceName
+    app.url_map.converters["billing_id"] = BillingId
 
 
 def runtime(app: Flask | None = None) -> Runtime:

@@ -601,3 +601,10 @@ def test_an_unpadded_secret_is_accepted(tmp_path):
     data["sources"]["whmcs"]["secrets"] = [WHMCS_SECRET, BLESTA_SECRET.rstrip("=")]
     settings = load_config(write(tmp_path, data), environ={})
     assert settings.sources["whmcs"].secrets[1] == BLESTA_SECRET.rstrip("=")
+
+
+def test_a_source_name_needs_a_letter(tmp_path):
+    """`/api/services/<source>/<billing id>` must never be read as an internal id route."""
+    data = tree()
+    data["sources"]["1234"] = data["sources"].pop("whmcs")
+    assert "a source name needs a letter" in config_error(tmp_path, data).message

@@ -105,6 +105,9 @@ NASTY_REQUESTS = [
     ("GET", "/api/events/99999999999999999999999", None, 404),
     ("POST", "/api/events/9223372036854775807/retry", {}, 404),
     ("GET", "/api/services/2147483648", None, 404),
+    # not read as source "null", billing id "reconcile" (a GET-only route: 405)
+    ("POST", "/api/services/null/reconcile", {}, 404),
+    ("POST", "/api/services/1/x/link", {}, 404),
     ("GET", "/api/events?service_id=2147483648", None, 422),
     ("GET", "/api/events?before=99999999999999999999", None, 422),
     ("GET", "/api/events?since=0001-01-01T00:00:00%2B14:00", None, 422),

@@ -307,7 +307,7 @@ def _links(service: Service) -> dict[str, str]:
     }
 
 
-@bp.get("/services/<source>/<service_ref>")
+@bp.get("/services/<source:source>/<billing_id:service_ref>")
 def get_service(source: str, service_ref: str) -> ResponseReturnValue:
     """A service: desired state, bundle, desired vs actual, drift, its events and audit."""
     service = _service_by_ref(source, service_ref)
@@ -326,7 +326,7 @@ def _reconcile(service: Service) -> ResponseReturnValue:
     return jsonify(s.OutcomeSchema().dump(outcome))
 
 
-@bp.post("/services/<source>/<service_ref>/reconcile")
+@bp.post("/services/<source:source>/<billing_id:service_ref>/reconcile")
 @operator_only
 def reconcile_service(source: str, service_ref: str) -> ResponseReturnValue:
     """Reconcile one service now."""
@@ -353,7 +353,7 @@ def _link(service: Service) -> ResponseReturnValue:
     )
 
 
-@bp.post("/services/<source>/<service_ref>/link")
+@bp.post("/services/<source:source>/<billing_id:service_ref>/link")
 @operator_only
 def link(source: str, service_ref: str) -> ResponseReturnValue:
     """Show (confirm false) or bind (confirm true) the DomainAdmin for a service."""

@@ -19,7 +19,7 @@ from werkzeug.wrappers import Request, Response
 from bridge.config import parse_settings
 from bridge.mailserver import DomainAdmin, MailServer, PermanentError, TransientError
 from bridge.mailserver.ratelimit import RateLimiter
-from bridge.runtime import build_mailserver
+from bridge.runtime import build_mailserver, build_staff_reader
 from bridge.web import runtime
 from nmsim.server import QuietHandler
 from tests.mailserver import test_client as base
@@ -147,6 +147,28 @@ def test_two_processes_share_one_login_on_a_single_token_server(app, config_tree
     assert sorted(s.tokens.logins for s in fleet) == [0, 1]
     assert {e["status"] for e in api_entries(sim)} == {200}
     assert len(api_entries(sim)) == 100
+
+
+def test_staff_reads_share_the_fleets_token(app, config_tree, sim):
+    """Staff reads go through a gate row of their own (their share of the rate), but the
+    token is the fleet's: a process whose first call is a staff read logs in no more, and on
+    a single-token server does not revoke the token provisioning uses."""
+    sim.ctl("PATCH", "config", json={"profile": "single-token"})
+    engine = runtime(app).engine
+    settings = parse_settings(config_tree, {})
+    seed_admins(sim, ["mail7"])
+    provisioning = build_mailserver(settings, engine)
+    other_process = build_mailserver(settings, engine)
+    staff = build_staff_reader(settings, engine, other_process)
+    try:
+        assert isinstance(provisioning.client().find_domainadmin("mail7"), DomainAdmin)
+        assert isinstance(staff.client().find_domainadmin("mail7"), DomainAdmin)
+        assert isinstance(provisioning.client().find_domainadmin("mail7"), DomainAdmin)
+    finally:
+        provisioning.http.close()
+        other_process.http.close()
+    assert sim.logins() == 1
+    assert {e["status"] for e in api_entries(sim)} == {200}
 
 
 def test_a_revoked_token_costs_the_fleet_one_login(app, config_tree, sim):
