@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 
+from bridge import migrate
 from bridge.models import Gate
 from bridge.web import runtime
 
@@ -36,3 +40,57 @@ def test_readyz_reports_an_open_circuit(app, client):
         "circuit_open_for_s": mailserver["circuit_open_for_s"],
     }
     assert 50 <= mailserver["circuit_open_for_s"] <= 60
+
+
+READYZ_PROBE = """
+import json, sys
+from bridge.adapters.samples import whmcs_envelope
+from bridge.app import create_app
+from bridge.config import parse_settings
+from bridge.lifecycle import Action
+from tests.builders import post_hook
+from tests.conftest import base_config
+
+app = create_app(parse_settings(base_config(sys.argv[1]), {}), configure_logs=False)
+client = app.test_client()
+ready = client.get("/readyz")
+hook = post_hook(client, "whmcs", whmcs_envelope(Action.SUSPEND, 77))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("alembic", "mako"))
+print(json.dumps({"readyz": ready.status_code, "hook": hook.status_code, "loaded": heavy}))
+"""
+
+
+def test_serving_readyz_and_a_hook_does_not_load_alembic(app, database_url):
+    """A web worker's schema check is one query and the scripts' names: Alembic and Mako
+    (about 10 MB per worker) stay out of a process that only serves."""
+    done = subprocess.run(
+        [sys.executable, "-c", READYZ_PROBE, database_url], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"readyz": 200, "hook": 202, "loaded": []}
+
+
+def test_the_head_revision_read_from_the_scripts_is_alembics(app):
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrate._config())
+    assert migrate.head_revision() == scripts.get_current_head()
+
+
+def test_readyz_reports_a_schema_behind_the_code(app, client):
+    engine = runtime(app).engine
+    head = migrate.head_revision()
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    try:
+        response = client.get("/readyz")
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["migrations"] == {
+        "ok": False,
+        "current": "older",
+        "head": head,
+        "fix": "run `bridge db upgrade`",
+    }

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge import metrics
+from bridge.db import read_only
 from bridge.mailserver.errors import TransientError
 from bridge.models import Gate
 
@@ -157,6 +158,6 @@ class RateLimiter:
     def state(self) -> GateState:
         """The current failures and pauses."""
         self._ensure_row()
-        with self.engine.connect() as conn:
+        with read_only(self.engine).connect() as conn:  # a read: no write lock on SQLite
             row = conn.execute(select(Gate.__table__).where(Gate.key == self.key)).one()
         return GateState(row.failures, row.open_until, row.blocked_until)
