@@ -7,9 +7,10 @@ import subprocess
 import sys
 import time
 
-from sqlalchemy import text, update
+from sqlalchemy import insert, text
 
 from bridge import migrate
+from bridge.mailserver.ratelimit import GateState
 from bridge.models import Gate
 from bridge.web import runtime
 
@@ -28,9 +29,9 @@ def test_readyz_when_ready(client):
 
 def test_readyz_reports_an_open_circuit(app, client):
     limiter = runtime(app).mailserver.limiter
-    limiter.state()  # creates the gate row
+    assert limiter.state() == GateState(0, 0.0, 0.0)  # no row yet: a read creates none
     with runtime(app).engine.begin() as conn:
-        conn.execute(update(Gate).values(failures=7, open_until=time.time() + 60))
+        conn.execute(insert(Gate).values(key=limiter.key, failures=7, open_until=time.time() + 60))
     response = client.get("/readyz")
     assert response.status_code == 503
     mailserver = response.get_json()["checks"]["mailserver"]

@@ -156,8 +156,9 @@ class RateLimiter:
             conn.execute(update(Gate).where(Gate.key == self.key).values(**values))
 
     def state(self) -> GateState:
-        """The current failures and pauses."""
-        self._ensure_row()
-        with read_only(self.engine).connect() as conn:  # a read: no write lock on SQLite
-            row = conn.execute(select(Gate.__table__).where(Gate.key == self.key)).one()
+        """The current failures and pauses (a plain read: no row yet means none)."""
+        with read_only(self.engine).connect() as conn:  # no write lock on SQLite
+            row = conn.execute(select(Gate.__table__).where(Gate.key == self.key)).first()
+        if row is None:
+            return GateState(0, 0.0, 0.0)
         return GateState(row.failures, row.open_until, row.blocked_until)
