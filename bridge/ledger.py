@@ -175,6 +175,32 @@ _NEW_SERVICE = {
 }
 
 
+#: The service columns the fold reads or writes (RETURNING fewer columns costs less).
+_FOLDED = (
+    "id",
+    "bound_at",
+    "username",
+    "domain",
+    "create_requested",
+    "aspect_times",
+    "desired_state",
+    "terminate_requested_at",
+    "product_id",
+    "tier_key",
+    "addons",
+    "password_hash",
+    "password_pending",
+    "client_ref",
+    "client_email",
+    "client_name",
+    "transfer_to",
+    "generation",
+    "job_due_at",
+    "last_reason",
+    "last_message",
+)
+
+
 @functools.cache
 def _statements(dialect: str) -> _Statements:
     """The write path's statements for one dialect; the values come at execution."""
@@ -184,7 +210,7 @@ def _statements(dialect: str) -> _Statements:
     # there too; on PostgreSQL the update locks it until the commit, as FOR UPDATE would.
     upsert_service = upsert.on_conflict_do_update(
         index_elements=["source", "service_ref"], set_={"source": upsert.excluded.source}
-    ).returning(*_SERVICES.c)
+    ).returning(*(_SERVICES.c[name] for name in _FOLDED))
     insert_event = (
         insert(_EVENTS)
         .on_conflict_do_nothing(index_elements=["source", "webhook_id"])

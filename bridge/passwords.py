@@ -9,6 +9,7 @@ the same strings, more slowly and holding the GIL. `BACKEND` says which one this
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import ctypes.util
 import secrets
@@ -128,8 +129,8 @@ def check_and_hash(password: str, field: str = "password") -> str:
 
 
 def new_salt() -> str:
-    """16 random characters of the crypt alphabet."""
-    return "".join(secrets.choice(SALT_ALPHABET) for _ in range(SALT_LENGTH))
+    """16 random characters of the crypt alphabet: 96 random bits, base64 with "." for "+"."""
+    return base64.b64encode(secrets.token_bytes(12), altchars=b"./").decode("ascii")
 
 
 def sha512_crypt(password: str, salt: str | None = None) -> str:
