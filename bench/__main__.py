@@ -22,10 +22,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 KEPT_FROM = "\n## Notes"
 BENCHES = {
-    "intake": "intake throughput and latency vs a minimal HMAC + sqlite3 endpoint",
+    "intake": "intake per kind of event vs a minimal Flask endpoint (HMAC, C SHA512-crypt, one "
+    "INSERT), intake while /api/events is polled, web worker RSS",
     "calls": "mail-server calls per lifecycle action, and for duplicate deliveries",
-    "drain": "drain time of queued suspends vs calls / rate, and 429s",
+    "drain": "drain time of queued suspends vs calls / rate, and 429s, worker RSS",
+    "growth": "intake and the staff pages with 1,000,000 stored events vs nearly empty "
+    "(long: only with --growth or by name)",
 }
+LOAD_AT_START = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+#: Left out of the default run: named, or added with --growth.
+LONG = {"growth"}
 
 
 def machine() -> str:
@@ -62,9 +68,14 @@ def commit() -> str:
 
 def record(results: list[dict], took: dict[str, float]) -> None:
     """Write bench/RESULTS.md from this run's result lines."""
+    shown = {"name", "value", "unit", "ratio", "versus"}
     rows = [
-        "| {name} | {value:.2f} {unit} | {ratio} | {versus} |".format(
-            **{**r, "ratio": "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"}
+        "| {name} | {value:.2f} {unit} | {ratio} | {versus} | {details} |".format(
+            **{
+                **r,
+                "ratio": "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}",
+                "details": ", ".join(f"{k} {v}" for k, v in r.items() if k not in shown),
+            }
         )
         for r in results
     ]
@@ -75,11 +86,13 @@ def record(results: list[dict], took: dict[str, float]) -> None:
         f"Run of `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit()}.",
         f"Machine: {machine()}.",
         f"Durations: {durations}.",
+        f"Load average (1, 5, 15 min) at the start: {LOAD_AT_START}; whatever else runs on "
+        "the machine shows in every figure.",
         "",
         "Each ratio is the figure divided by its reference, measured in the same run.",
         "",
-        "| measurement | figure | ratio | reference |",
-        "|---|---|---|---|",
+        "| measurement | figure | ratio | reference | details |",
+        "|---|---|---|---|---|",
         *rows,
         "",
     ]
@@ -98,16 +111,26 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(f"{k}: {v}" for k, v in BENCHES.items()),
     )
     parser.add_argument(
-        "names", nargs="*", metavar="NAME", help=f"of {', '.join(BENCHES)} (default: all)"
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"of {', '.join(BENCHES)} (default: all but {', '.join(sorted(LONG))})",
     )
     parser.add_argument("--record", action="store_true", help="write bench/RESULTS.md")
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="also run the growth benchmark (1,000,000 events seeded: adds minutes)",
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
         parser.error(
             f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHES)}"
         )
-    names = args.names or list(BENCHES)
+    names = args.names or [n for n in BENCHES if n not in LONG or args.growth]
+    if args.growth and "growth" not in names:
+        names.append("growth")
     failed: list[str] = []
     took: dict[str, float] = {}
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as results_file:

@@ -107,19 +107,28 @@ def signed(source: str, payload: Any, webhook_id: str | None = None) -> tuple[by
 
 
 def postgres_url(name: str) -> str | None:
-    """URL of database `name` on the PostgreSQL at BENCH_POSTGRES (default: the local one),
-    created when missing; None when no server answers, so callers can skip that leg."""
+    """URL of the PostgreSQL database a bench uses, or None when no server answers, so
+    callers can skip that leg. BENCH_DATABASE_URL names one database for every bench (each
+    leg empties its public schema first: give it a database of its own); otherwise database
+    `name` on the server at BENCH_POSTGRES (default: the local one), created when missing."""
+    url = os.environ.get("BENCH_DATABASE_URL")
     server = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
-    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        url or f"{server}/postgres", isolation_level="AUTOCOMMIT", pool_pre_ping=True
+    )
     try:
         with admin.connect() as conn:
+            if url:
+                return url
             exists = conn.execute(
                 text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
             ).first()
             if not exists:
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # any connection failure means: no PostgreSQL leg
-        print(f"# PostgreSQL at {server} does not answer ({type(exc).__name__}); leg skipped")
+        print(
+            f"# PostgreSQL at {url or server} does not answer ({type(exc).__name__}); leg skipped"
+        )
         return None
     finally:
         admin.dispose()
@@ -338,7 +347,8 @@ class Stack:
 
     # --- the bridge's processes ---------------------------------------------------------
     def start_web(self, port: int | None = None, workers: int = 2, threads: int = 8) -> Proc:
-        """gunicorn with the project's gunicorn.conf.py; waits until it answers /healthz."""
+        """gunicorn with the project's gunicorn.conf.py (access log on, to this process's
+        log file); waits until it answers /healthz."""
         port = port or free_port()
         proc = self.spawn(
             "web",
@@ -346,8 +356,6 @@ class Stack:
                 str(BIN / "gunicorn"),
                 "--config",
                 str(ROOT / "gunicorn.conf.py"),
-                "--access-logfile",
-                "/dev/null",
                 "wsgi:app",
             ],
             BRIDGE_BIND=f"127.0.0.1:{port}",
