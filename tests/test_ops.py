@@ -95,3 +95,14 @@ def test_readyz_reports_a_schema_behind_the_code(app, client):
         "head": head,
         "fix": "run `bridge db upgrade`",
     }
+
+
+def test_the_commands_and_the_worker_do_not_load_flask():
+    """`bridge worker` and the CLI import the bridge without the web faces (about 5 MB)."""
+    probe = (
+        "import sys, bridge.cli, bridge.provisioning.worker, bridge.support.actions; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'alembic')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
