@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ from typing import IO, Any
 import requests
 import yaml
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -161,13 +163,17 @@ def report(
 
 
 def reset_database(url: str) -> None:
-    """Empty a PostgreSQL database's public schema (SQLite files are simply new)."""
+    """Empty a PostgreSQL database's schema (public, or the one `options=-csearch_path=X`
+    names); SQLite files are simply new."""
     if not url.startswith("postgresql"):
         return
+    options = make_url(url).query.get("options", "")
+    found = re.search(r"search_path=(\w+)", options if isinstance(options, str) else "")
+    schema = found.group(1) if found else "public"
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
 
 

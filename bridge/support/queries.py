@@ -220,8 +220,10 @@ def list_events(
 
 def status_counts(session: Session, f: EventFilter) -> dict[EventStatus, int]:
     """How many events match `f` in each status (the status part of `f` is ignored)."""
+    # count(*), not count(id): PostgreSQL can then answer from the (source, status,
+    # resolved_at) or (status, resolved_at) index alone (migration 0010).
     rows = session.execute(
-        select(Event.status, func.count(Event.id))
+        select(Event.status, func.count())
         .where(*conditions(f, status=False))
         .group_by(Event.status)
     )
@@ -236,7 +238,7 @@ def unresolved_failed(session: Session, f: EventFilter) -> int:
     g = f.with_status(EventStatus.FAILED)
     return int(
         session.scalar(
-            select(func.count(Event.id)).where(*conditions(g), Event.resolved_at.is_(None))
+            select(func.count()).where(*conditions(g), Event.resolved_at.is_(None))
         )
         or 0
     )
