@@ -8,13 +8,15 @@ polls /api/events in a loop; and the peak RSS of a gunicorn worker.
 
 Each leg (database backend) starts a fresh Stack (simulator, database, config) and the
 bridge's gunicorn (2 workers x 8 threads, gthread, access log on: gunicorn.conf.py). For each
-kind it sends an untimed warm-up, then the timed requests, each batch signed just before.
-Then the same mix again while another process re-reads GET /api/events?source=whmcs (the
-page with the per-status counts) as fast as the bridge answers it: the ratio to the mix
-without it says whether reads hold intake up (SQLite has one write lock), and every hook
-answer is counted, 503s included. The bridge stops, every acknowledged event is checked in
-the ledger, and bench.reference (Flask: HMAC, C SHA512-crypt of a password, one INSERT into
-the same backend) serves the same kinds with the same settings.
+kind it sends an untimed warm-up, then the timed requests, each batch signed just before,
+to the bridge and then to bench.reference (Flask: HMAC, C SHA512-crypt of a password, one
+INSERT into the same backend), served beside it with the same settings: one idles while the
+other is driven, and alternating kind by kind lets both see the same background load.
+Then the mix again while another process re-reads GET /api/events?source=whmcs (the page
+with the per-status counts) as fast as the bridge answers it, and the mix alone once more:
+the ratio to the mix alone (before and after) says whether reads hold intake up (SQLite has
+one write lock), and every hook answer is counted, 503s included. Every acknowledged event is
+checked in both ledgers.
 
 PostgreSQL: BENCH_DATABASE_URL names the database to use (its public schema is emptied
 first); without it, database `bench_intake` on BENCH_POSTGRES (default the local server).
@@ -103,6 +105,7 @@ class Leg:
     bridge: dict[str, Measured] = field(default_factory=dict)
     reference: dict[str, Measured] = field(default_factory=dict)
     polled: Polled | None = None
+    mix_after: Measured | None = None
     bridge_rss_mb: float = 0.0
     reference_rss_mb: float = 0.0
 
@@ -329,7 +332,8 @@ def acknowledged(measures: list[Measured], warmups: int) -> int:
 
 
 def run_leg(name: str, database_url: str | None, args: argparse.Namespace) -> Leg:
-    """The bridge, then the reference, one after the other, each alone on the machine."""
+    """The bridge and the reference side by side, kind after kind, one driven while the
+    other idles, so that a change in the machine's other load weighs on both alike."""
     kinds = args.kinds.split(",")
     leg = Leg(name)
     with Stack(database_url=database_url, inline_timeout_s=0, keep=args.keep) as stack:
@@ -338,36 +342,39 @@ def run_leg(name: str, database_url: str | None, args: argparse.Namespace) -> Le
         token = "" if args.no_poll else staff_token(stack)
         web = stack.start_web(workers=WORKERS, threads=THREADS)
         web_url = web.url  # type: ignore[attr-defined]
+        ref_db = stack.database_url if database_url else f"sqlite:///{stack.dir / 'ref.db'}"
+        ref, ref_url = start_reference(stack, ref_db.removeprefix("sqlite:///"))
         sent: list[str] = []
+        ref_sent: list[str] = []
         for kind in kinds:
             leg.bridge[kind] = drive(
                 f"{name} bridge {kind}", web, f"{web_url}/hooks/whmcs", kind, args, sent
             )
+            leg.reference[kind] = drive(
+                f"{name} reference {kind}", ref, f"{ref_url}/hooks/whmcs", kind, args, ref_sent
+            )
         if not args.no_poll:
             leg.polled = polled(f"{name} bridge mix, polled", web, web_url, token, args, sent)
+            # The mix alone once more: the polled run is compared with both around it.
+            leg.mix_after = drive(
+                f"{name} bridge mix, again", web, f"{web_url}/hooks/whmcs", "mix", args, sent
+            )
         leg.bridge_rss_mb = web.child_peak_mb()
-        web.stop()  # so that it takes no CPU from the reference's run
-        measures = list(leg.bridge.values()) + ([leg.polled.intake] if leg.polled else [])
+        leg.reference_rss_mb = ref.child_peak_mb()
+        web.stop()
+        ref.stop()
+        measures = list(leg.bridge.values())
+        measures += [leg.polled.intake, leg.mix_after] if leg.polled and leg.mix_after else []
         check_stored(
             f"{name} bridge",
             webhook_ids(stack.database_url, "events"),
             sent,
-            acknowledged(measures, args.warmup * len(kinds)),
+            acknowledged(measures, args.warmup * (len(kinds) + (0 if args.no_poll else 1))),
         )
-
-        ref_db = stack.database_url if database_url else f"sqlite:///{stack.dir / 'ref.db'}"
-        ref, ref_url = start_reference(stack, ref_db.removeprefix("sqlite:///"))
-        sent = []
-        for kind in kinds:
-            leg.reference[kind] = drive(
-                f"{name} reference {kind}", ref, f"{ref_url}/hooks/whmcs", kind, args, sent
-            )
-        leg.reference_rss_mb = ref.child_peak_mb()
-        ref.stop()
         check_stored(
             f"{name} reference",
             webhook_ids(ref_db, "reference_events"),
-            sent,
+            ref_sent,
             acknowledged(list(leg.reference.values()), args.warmup * len(kinds)),
         )
     return leg
@@ -404,15 +411,19 @@ def report_leg(leg: Leg, args: argparse.Namespace) -> None:
             p50=round(b.percentile_ms(50), 1),
             ref_p50=round(r.percentile_ms(50), 1),
         )
-    if leg.polled is not None:
-        alone, polled_ = leg.bridge["mix"].load, leg.polled.intake.load
+    if leg.polled is not None and leg.mix_after is not None:
+        polled_ = leg.polled.intake.load
+        alone = (leg.bridge["mix"].load.throughput + leg.mix_after.load.throughput) / 2
         statuses = [a.status for a in polled_.answers]
         report(
             f"intake.{leg.name}.polled.throughput",
             polled_.throughput,
             "req/s",
-            ratio=polled_.throughput / alone.throughput,
-            versus=f"intake.{leg.name}.mix without polling (target >= {POLL_TARGET})",
+            ratio=polled_.throughput / alone,
+            versus=f"the mix without polling, before and after (target >= {POLL_TARGET})",
+            alone=round(alone, 1),
+            cpu_ms=round(leg.polled.intake.cpu_ms_per_request, 2),
+            alone_cpu_ms=round(leg.bridge["mix"].cpu_ms_per_request, 2),
             p99_ms=round(polled_.percentile_ms(99), 1),
             polls=leg.polled.polls,
             poll_p50_ms=round(leg.polled.poll_p50_ms, 1),
