@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ from typing import IO, Any
 import requests
 import yaml
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -107,19 +109,28 @@ def signed(source: str, payload: Any, webhook_id: str | None = None) -> tuple[by
 
 
 def postgres_url(name: str) -> str | None:
-    """URL of database `name` on the PostgreSQL at BENCH_POSTGRES (default: the local one),
-    created when missing; None when no server answers, so callers can skip that leg."""
+    """URL of the PostgreSQL database a bench uses, or None when no server answers, so
+    callers can skip that leg. BENCH_DATABASE_URL names one database for every bench (each
+    leg empties its public schema first: give it a database of its own); otherwise database
+    `name` on the server at BENCH_POSTGRES (default: the local one), created when missing."""
+    url = os.environ.get("BENCH_DATABASE_URL")
     server = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
-    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        url or f"{server}/postgres", isolation_level="AUTOCOMMIT", pool_pre_ping=True
+    )
     try:
         with admin.connect() as conn:
+            if url:
+                return url
             exists = conn.execute(
                 text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
             ).first()
             if not exists:
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # any connection failure means: no PostgreSQL leg
-        print(f"# PostgreSQL at {server} does not answer ({type(exc).__name__}); leg skipped")
+        print(
+            f"# PostgreSQL at {url or server} does not answer ({type(exc).__name__}); leg skipped"
+        )
         return None
     finally:
         admin.dispose()
@@ -152,13 +163,17 @@ def report(
 
 
 def reset_database(url: str) -> None:
-    """Empty a PostgreSQL database's public schema (SQLite files are simply new)."""
+    """Empty a PostgreSQL database's schema (public, or the one `options=-csearch_path=X`
+    names); SQLite files are simply new."""
     if not url.startswith("postgresql"):
         return
+    options = make_url(url).query.get("options", "")
+    found = re.search(r"search_path=(\w+)", options if isinstance(options, str) else "")
+    schema = found.group(1) if found else "public"
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
 
 
@@ -338,7 +353,8 @@ class Stack:
 
     # --- the bridge's processes ---------------------------------------------------------
     def start_web(self, port: int | None = None, workers: int = 2, threads: int = 8) -> Proc:
-        """gunicorn with the project's gunicorn.conf.py; waits until it answers /healthz."""
+        """gunicorn with the project's gunicorn.conf.py (access log on, to this process's
+        log file); waits until it answers /healthz."""
         port = port or free_port()
         proc = self.spawn(
             "web",
@@ -346,8 +362,6 @@ class Stack:
                 str(BIN / "gunicorn"),
                 "--config",
                 str(ROOT / "gunicorn.conf.py"),
-                "--access-logfile",
-                "/dev/null",
                 "wsgi:app",
             ],
             BRIDGE_BIND=f"127.0.0.1:{port}",

@@ -1,6 +1,7 @@
-"""A light load generator for loopback: signed WHMCS deliveries, built and signed before the
-clock starts, sent at a fixed concurrency from a few processes with a few threads each, every
-thread on its own keep-alive connection (http.client: the cheapest client in the stdlib).
+"""A light load generator for loopback: signed WHMCS deliveries of one kind (KINDS), built
+and signed before the clock starts, sent at a fixed concurrency from a few processes with a
+few threads each, every thread on its own keep-alive connection (http.client: the cheapest
+client in the stdlib).
 
 Accuracy: the generator shares the machine's CPUs with the server it measures (2 cores on the
 project's bench machine) and costs 0.15 to 0.3 ms of CPU per request, taken from the server.
@@ -26,16 +27,6 @@ from bench.harness import signed
 from bridge.adapters.samples import whmcs_envelope
 from bridge.lifecycle import Action
 
-#: What follows a create, in turn: a billing system's everyday traffic besides new orders.
-FOLLOW_UPS: tuple[tuple[Action, dict[str, Any]], ...] = (
-    (Action.SUSPEND, {}),
-    (Action.UNSUSPEND, {}),
-    (Action.CHANGE_PACKAGE, {"product": 2}),
-    (Action.CHANGE_PASSWORD, {}),
-    (Action.CHANGE_PACKAGE, {"addons": {"extra_mailboxes": 3}}),
-    (Action.RENEW, {}),
-    (Action.TERMINATE, {}),
-)
 # fork, whatever the platform default: the children inherit the pre-built requests for free.
 FORK = multiprocessing.get_context("fork")
 
@@ -91,21 +82,51 @@ class LoadResult:
         return sum(1 for a in self.answers if not 200 <= a.status < 300)
 
 
-def whmcs_requests(count: int, first_service: int) -> list[Prepared]:
-    """`count` signed WHMCS deliveries, each with its own webhook-id: every other one a create
-    for a new service (so half the requests hash a password), the others a follow-up
-    (suspend, package change, password change, ...) for a service created earlier in the list."""
+#: A billing system's ordinary day, per 20 events: mostly suspends and unsuspends (overdue
+#: invoices and their payments), renewals, some package changes, few new orders, password
+#: changes and terminations. 3 of 20 (15%) carry a password.
+DAY: tuple[tuple[Action, dict[str, Any]], ...] = (
+    *[(Action.SUSPEND, {})] * 6,
+    *[(Action.UNSUSPEND, {})] * 5,
+    *[(Action.RENEW, {})] * 3,
+    (Action.CHANGE_PACKAGE, {"product": 2}),
+    (Action.CHANGE_PACKAGE, {"addons": {"extra_mailboxes": 2}}),
+    *[(Action.CREATE, {})] * 2,
+    (Action.CHANGE_PASSWORD, {}),
+    (Action.TERMINATE, {}),
+)
+#: What `kind_requests()` can build, and what each is.
+KINDS = {
+    "password": "creates of new services: every request carries a password to hash",
+    "plain": "suspends and unsuspends of services: no password",
+    "mix": "a billing system's day: suspends, unsuspends, renewals, package changes, "
+    "creates, password changes, terminations (15% carry a password)",
+}
+
+
+def kind_requests(kind: str, count: int, first_service: int) -> list[Prepared]:
+    """`count` signed WHMCS deliveries of one of KINDS, each with its own webhook-id, for
+    services numbered from `first_service`."""
     prepared = []
+    pool = max(50, count // 4)  # the services a day's events are about
     for i in range(count):
-        n = i // 2
-        if i % 2 == 0:
-            payload = whmcs_envelope(Action.CREATE, first_service + n)
+        if kind == "password":
+            payload = whmcs_envelope(Action.CREATE, first_service + i)
+        elif kind == "plain":
+            action = Action.SUSPEND if i % 2 == 0 else Action.UNSUSPEND
+            payload = whmcs_envelope(action, first_service + i // 2)
+        elif kind == "mix":
+            action, options = DAY[i % len(DAY)]
+            payload = whmcs_envelope(action, first_service + (i * 7) % pool, **options)
         else:
-            action, options = FOLLOW_UPS[n % len(FOLLOW_UPS)]
-            payload = whmcs_envelope(action, first_service + n // 2, **options)
-        body, headers = signed("whmcs", payload)
-        prepared.append(Prepared(headers["webhook-id"], body, headers))
+            raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        prepared.append(_signed(payload))
     return prepared
+
+
+def _signed(payload: dict[str, Any]) -> Prepared:
+    body, headers = signed("whmcs", payload)
+    return Prepared(headers["webhook-id"], body, headers)
 
 
 def run_load(

@@ -1,40 +1,55 @@
 """The minimal reference endpoint the intake benchmark compares the bridge with.
 
-`POST /hooks/<any>` verifies the Standard Webhooks HMAC on the raw body, inserts one row
-with the stdlib sqlite3 module and answers 202 JSON: what any webhook receiver must do at
-least. It is served by the same gunicorn, with the project's gunicorn.conf.py and the same
-worker count and threads as the bridge, so the ratio isolates the bridge's own cost.
+`POST /hooks/<any>` is a Flask view, as the bridge's is. It verifies the Standard Webhooks
+HMAC on the raw body, parses the JSON, hashes the password with the C SHA512-crypt when the
+event carries one (libxcrypt's `crypt_rn` through ctypes, 5,000 rounds: the cost any intake
+that keeps no plaintext must pay), stores the event without the plaintext in one INSERT and
+answers 202 JSON: what any safe webhook receiver must do at least. It stores in the database
+the bridge uses in the same leg: a SQLite file through the stdlib sqlite3 module (WAL and
+synchronous=NORMAL, the bridge's settings), or PostgreSQL through psycopg.
 
-    python -m bench.reference --bind 127.0.0.1:9000 --db /tmp/reference.db
+It is served by the same gunicorn, with the project's gunicorn.conf.py (access log on) and the
+same worker count and threads as the bridge, so the ratio isolates the bridge's own cost.
 
-The served module imports only the standard library (the launcher's defaults come from
-bench.harness, imported in main() before gunicorn replaces the process): a worker's memory
-is gunicorn plus this file, the floor the bridge's worker RSS is compared with.
+    python -m bench.reference --bind 127.0.0.1:9000 --database /tmp/reference.db
+    python -m bench.reference --database postgresql://postgres@127.0.0.1:5432/bench
+
+The served module imports only the standard library, Flask and (for PostgreSQL) psycopg; the
+launcher's defaults come from bench.harness, imported in main() before gunicorn replaces the
+process.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
+import ctypes.util
 import hashlib
 import hmac
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
-TOLERANCE_S = 300  # the bridge's default sources.<name>.tolerance_s
-SCHEMA = """CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    webhook_id TEXT NOT NULL UNIQUE,
-    received_at REAL NOT NULL,
-    body BLOB NOT NULL
-)"""
+from flask import Flask, Response, jsonify, request
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+TOLERANCE_S = 300  # the bridge's default sources.<name>.tolerance_s
+SCHEMA = """CREATE TABLE IF NOT EXISTS reference_events (
+    id {id} PRIMARY KEY,
+    webhook_id TEXT NOT NULL UNIQUE,
+    received_at DOUBLE PRECISION NOT NULL,
+    payload TEXT NOT NULL,
+    password_hash TEXT
+)"""
+INSERT = (
+    "INSERT INTO reference_events (webhook_id, received_at, payload, password_hash) "
+    "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (webhook_id) DO NOTHING RETURNING id"
+)
+SALT = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def hmac_key(secret: str) -> bytes:
@@ -42,12 +57,12 @@ def hmac_key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
 
 
-def signature_ok(key: bytes, environ: dict[str, Any], body: bytes, now: float) -> bool:
+def signature_ok(key: bytes, headers: Any, body: bytes, now: float) -> bool:
     """A real Standard Webhooks v1 check: the three headers, a fresh timestamp and one
     `v1,<base64>` entry equal to HMAC-SHA256 over `{id}.{timestamp}.{raw body}`."""
-    webhook_id = environ.get("HTTP_WEBHOOK_ID", "")
-    stamp = environ.get("HTTP_WEBHOOK_TIMESTAMP", "")
-    offered = environ.get("HTTP_WEBHOOK_SIGNATURE", "")
+    webhook_id = headers.get("webhook-id", "")
+    stamp = headers.get("webhook-timestamp", "")
+    offered = headers.get("webhook-signature", "")
     if not webhook_id or not stamp.isdigit() or abs(now - int(stamp)) > TOLERANCE_S:
         return False
     content = f"{webhook_id}.{stamp}.".encode() + body
@@ -55,58 +70,101 @@ def signature_ok(key: bytes, environ: dict[str, Any], body: bytes, now: float) -
     return any(hmac.compare_digest(f"v1,{expected}", entry) for entry in offered.split())
 
 
-class Reference:
-    """The WSGI app: one sqlite3 connection per gunicorn thread, WAL, like the bridge's."""
+class SHA512Crypt:
+    """libxcrypt's crypt_rn through ctypes (the call releases the GIL), as the bridge uses."""
 
-    def __init__(self, db_path: str, secret: str) -> None:
-        self.db_path = db_path
-        self.key = hmac_key(secret)
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("crypt")
+        if name is None:
+            raise SystemExit("the reference needs the system's libcrypt (libxcrypt)")
+        self.crypt_rn = ctypes.CDLL(name).crypt_rn
+        self.crypt_rn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
+        self.crypt_rn.restype = ctypes.c_char_p
+
+    def __call__(self, password: str) -> str:
+        salt = "".join(secrets.choice(SALT) for _ in range(16))
+        data = ctypes.create_string_buffer(32768)
+        hashed = self.crypt_rn(password.encode(), f"$6${salt}$".encode(), data, 32768)
+        if not hashed or not hashed.startswith(b"$6$"):
+            raise ValueError("password refused")
+        return "{SHA512-CRYPT}" + hashed.decode()
+
+
+class Store:
+    """One connection per gunicorn thread, autocommit: each INSERT is its own transaction."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.postgres = database.startswith("postgresql")
         self.local = threading.local()
-        self.connection().execute(SCHEMA)
+        self.connection().execute(SCHEMA.format(id="BIGSERIAL" if self.postgres else "INTEGER"))
+        self.insert = INSERT.format(p="%s" if self.postgres else "?")
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
-        conn: sqlite3.Connection | None = getattr(self.local, "conn", None)
+    def connection(self) -> Any:
+        conn = getattr(self.local, "conn", None)
         if conn is None:
-            # Autocommit: each INSERT is its own transaction. WAL and synchronous=NORMAL are
-            # the bridge's settings, so both pay the same for durability.
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            if self.postgres:
+                import psycopg
+
+                conn = psycopg.connect(self.database, autocommit=True)
+            else:
+                conn = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
             self.local.conn = conn
         return conn
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ["REQUEST_METHOD"] != "POST" or not environ["PATH_INFO"].startswith("/hooks/"):
-            return respond(start_response, "404 Not Found", {"error": "not_found"})
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length)
-        now = time.time()
-        if not signature_ok(self.key, environ, body, now):
-            return respond(start_response, "401 Unauthorized", {"error": "bad_signature"})
-        cursor = self.connection().execute(
-            "INSERT INTO events (webhook_id, received_at, body) VALUES (?, ?, ?) "
-            "ON CONFLICT (webhook_id) DO NOTHING",
-            (environ["HTTP_WEBHOOK_ID"], now, body),
+    def add(self, webhook_id: str, payload: str, password_hash: str | None) -> int | None:
+        row = (
+            self.connection()
+            .execute(self.insert, (webhook_id, time.time(), payload, password_hash))
+            .fetchone()
         )
-        if cursor.rowcount == 0:
-            return respond(start_response, "200 OK", {"status": "queued", "duplicate": True})
-        return respond(start_response, "202 Accepted", {"status": "queued", "id": cursor.lastrowid})
+        return None if row is None else int(row[0])
 
 
-def respond(start_response: StartResponse, status: str, answer: dict[str, Any]) -> list[bytes]:
-    """A JSON answer."""
-    data = json.dumps(answer).encode()
-    start_response(
-        status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
-    )
-    return [data]
+def password_of(data: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The part of a WHMCS (`params`) or Blesta (`vars`) body holding the password, and it."""
+    if isinstance(data, dict):
+        for key in ("params", "vars"):
+            part = data.get(key)
+            if isinstance(part, dict) and isinstance(part.get("password"), str):
+                return part, part["password"]
+    return None, None
 
 
-def create_app() -> Reference:
+def create_app() -> Flask:
     """gunicorn's factory (`bench.reference:create_app()`): settings from the environment
     that main() sets, so the secret never shows in a process list."""
-    return Reference(os.environ["BENCH_REFERENCE_DB"], os.environ["BENCH_REFERENCE_SECRET"])
+    key = hmac_key(os.environ["BENCH_REFERENCE_SECRET"])
+    store = Store(os.environ["BENCH_REFERENCE_DATABASE"])
+    crypt = SHA512Crypt()
+    app = Flask("reference")
+
+    @app.post("/hooks/<source>")
+    def receive(source: str) -> Any:
+        body = request.get_data(cache=False)
+        if not signature_ok(key, request.headers, body, time.time()):
+            return jsonify({"error": "bad_signature"}), 401
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return jsonify({"error": "invalid_json"}), 400
+        part, password = password_of(data)
+        password_hash = None
+        if part is not None and password is not None:
+            password_hash = crypt(password)
+            part["password"] = "[redacted]"
+        event_id = store.add(request.headers["webhook-id"], json.dumps(data), password_hash)
+        if event_id is None:
+            return jsonify({"status": "queued", "duplicate": True}), 200
+        return jsonify({"status": "queued", "event_id": event_id, "source": source}), 202
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok"})
+
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,11 +173,15 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.reference",
-        description="Serve the minimal webhook receiver (HMAC check + one sqlite3 INSERT) "
-        "with gunicorn and the project's gunicorn.conf.py.",
+        description="Serve the minimal webhook receiver (Flask: HMAC check, C SHA512-crypt "
+        "of a password, one INSERT) with gunicorn and the project's gunicorn.conf.py.",
     )
     parser.add_argument("--bind", default="127.0.0.1:9000", help="HOST:PORT (%(default)s)")
-    parser.add_argument("--db", required=True, help="SQLite file (created when missing)")
+    parser.add_argument(
+        "--database",
+        required=True,
+        help="a SQLite file (created when missing) or a postgresql:// URL (psycopg's form)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (%(default)s)")
     parser.add_argument("--threads", type=int, default=8, help="threads each (%(default)s)")
     parser.add_argument(
@@ -131,17 +193,15 @@ def main(argv: list[str] | None = None) -> None:
         "BRIDGE_BIND": args.bind,
         "BRIDGE_WORKERS": str(args.workers),
         "BRIDGE_THREADS": str(args.threads),
-        "BENCH_REFERENCE_DB": args.db,
+        "BENCH_REFERENCE_DATABASE": args.database.replace("postgresql+psycopg://", "postgresql://"),
         "BENCH_REFERENCE_SECRET": args.secret,
     }
     gunicorn = str(BIN / "gunicorn")
-    # The same command line as Stack.start_web() gives the bridge (access log off for both).
+    # The same command line as Stack.start_web() gives the bridge.
     command = [
         gunicorn,
         "--config",
         str(ROOT / "gunicorn.conf.py"),
-        "--access-logfile",
-        "/dev/null",
         "--chdir",
         str(ROOT),
         "bench.reference:create_app()",

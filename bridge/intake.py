@@ -1,9 +1,10 @@
 """Intake without Flask: parse, hash, record, and apply inline within the answer's budget.
 
 The hooks view (bridge/hooks/views.py) checks the signature and renders the answer; this
-module decides it. One write transaction stores the event and folds it into its service; the
-password hash and the JSON parsing happen before it, so SQLite's write lock is never held
-through them; the inline reconcile runs after it, with no transaction open.
+module decides it. One write transaction (a Core connection, one commit) stores the event
+and folds it into its service (`ledger.record_event()`, three statements); the password hash
+and the JSON parsing happen before it, so SQLite's write lock is never held through them;
+the inline reconcile runs after it, with no transaction open.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 
 from bridge import ledger
 from bridge.adapters import ADAPTERS
@@ -85,6 +87,21 @@ class Receipt:
             event.service_id,
         )
 
+    @classmethod
+    def of_recorded(cls, event: ledger.Recorded) -> Receipt:
+        """The receipt of an event `ledger.record_event()` has just stored."""
+        due = event.job_due_at if event.status is EventStatus.QUEUED else None
+        return cls(
+            event.id,
+            event.status,
+            event.service_ref,
+            event.reason,
+            event.message,
+            due,
+            False,
+            event.service_id,
+        )
+
 
 def parse_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; BridgeError (400/422) with a reason otherwise."""
@@ -131,12 +148,10 @@ def accept(rt: Runtime, source: str, webhook_id: str, body: bytes, signed_at: in
     digest = hashlib.sha256(body).hexdigest()
     try:
         parsed, password_hash = parse_and_hash(kind, body, signed_at)
-        with rt.transaction() as session:
-            existing = ledger.find_event(session, source, webhook_id, digest)
-            if existing is None:
-                profile = load_profile(session, rt.settings.mailserver.base_url)
-                event = ledger.record_event(
-                    session,
+        try:
+            with rt.engine.begin() as conn:
+                recorded = ledger.record_event(
+                    conn,
                     source=source,
                     webhook_id=webhook_id,
                     body_sha256=digest,
@@ -144,22 +159,19 @@ def accept(rt: Runtime, source: str, webhook_id: str, body: bytes, signed_at: in
                     password_hash=password_hash,
                     mappings=rt.settings.mappings,
                     now=utcnow(),
-                    zero_quota=profile.zero_quota if profile else None,
+                    zero_quota=lambda: _zero_quota(conn, rt),
                 )
-                session.flush()
-                receipt = Receipt.of(event)
-                fields = event.log_fields()
-    except IntegrityError:
-        # The same delivery raced us in another process: answer its outcome.
-        return _redelivered(rt, source, webhook_id, digest)
+        except ledger.AlreadyStoredError:
+            # A repeat (or the same delivery racing us in another process): its outcome.
+            return _redelivered(rt, source, webhook_id, digest)
     except BridgeError as exc:
         log.info("hook refused source=%s webhook_id=%s reason=%s", source, webhook_id, exc.reason)
         raise
     except OperationalError:
         log.exception("hook not stored source=%s webhook_id=%s", source, webhook_id)
         raise StorageUnavailableError() from None
-    if existing is not None:
-        return _redelivered(rt, source, webhook_id, digest)
+    receipt = Receipt.of_recorded(recorded)
+    fields = recorded.log_fields()
     if receipt.status is not EventStatus.QUEUED:
         log_event(fields)
         return receipt
@@ -168,6 +180,12 @@ def accept(rt: Runtime, source: str, webhook_id: str, body: bytes, signed_at: in
         # An outcome decided by the inline reconcile was logged there.
         log_event({**fields, "reason": receipt.reason})
     return receipt
+
+
+def _zero_quota(conn: Connection, rt: Runtime) -> str | None:
+    """What `bridge check-server` saw a quota of 0 do on this server (None: not run)."""
+    profile = load_profile(conn, rt.settings.mailserver.base_url)
+    return profile.zero_quota if profile else None
 
 
 def _apply_inline(rt: Runtime, receipt: Receipt) -> Receipt:

@@ -3,14 +3,25 @@
 Events are edges, the bridge is level-triggered (docs/design.md#desired-state). Each action touches
 some aspects of the desired state; an aspect only moves forward in billing time, so a late
 event cannot undo a newer one. An event whose every aspect is already newer is `superseded`.
+
+`record_event()` is the intake's write path: three SQLAlchemy Core statements, built once per
+dialect (building a statement costs more than running it): the service upserted and read back
+(`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`, which also locks its row on PostgreSQL),
+the event inserted unless its delivery id is already stored (`ON CONFLICT DO NOTHING
+RETURNING id`, the duplicate check and the insert in one statement), and one UPDATE of the
+service columns that changed. The fold itself (`_fold()`) is plain Python on the row's values.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Insert, Table, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,6 +51,38 @@ class IdempotencyConflictError(BridgeError):
     """A webhook id seen before arrived with a different body."""
 
     http_status = 422
+
+
+class AlreadyStoredError(Exception):
+    """`record_event()` found this delivery id stored already: the caller rolls back (the
+    service row may have been upserted) and answers from the stored event (`find_event()`)."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A newly stored event: what its answer and its log line need."""
+
+    id: int
+    source: str
+    service_ref: str | None
+    action: str | None
+    status: EventStatus
+    reason: str | None
+    message: str | None
+    service_id: int | None
+    #: Its service's next reconcile (set while the event is queued).
+    job_due_at: datetime | None
+
+    def log_fields(self) -> dict[str, object]:
+        """The same fields as `Event.log_fields()`."""
+        return {
+            "event_id": self.id,
+            "source": self.source,
+            "service": self.service_ref,
+            "action": self.action,
+            "status": self.status.value,
+            "reason": self.reason,
+        }
 
 
 def find_event(session: Session, source: str, webhook_id: str, body_sha256: str) -> Event | None:
@@ -82,35 +125,35 @@ def lock_service(session: Session, source: str, service_ref: str) -> Service:
 
 
 def _apply_aspect(
-    service: Service, aspect: str, event: BillingEvent, password_hash: str | None
+    service: dict[str, Any], aspect: str, event: BillingEvent, password_hash: str | None
 ) -> None:
     if aspect == "lifecycle":
         # Only an unsuspend or a create cancels a pending deletion; a suspend keeps it (the
         # account stays disabled and is deleted when the grace period ends), and a repeated
         # terminate keeps the first deletion date.
-        pending = service.terminate_requested_at
+        pending = service["terminate_requested_at"]
         if event.action in (Action.SUSPEND, Action.TERMINATE) and pending is not None:
-            service.desired_state = ServiceState.TERMINATED
+            service["desired_state"] = ServiceState.TERMINATED
             return
         state = LIFECYCLE[event.action]
-        service.desired_state = state
-        service.terminate_requested_at = (
+        service["desired_state"] = state
+        service["terminate_requested_at"] = (
             event.occurred_at if state is ServiceState.TERMINATED else None
         )
     elif aspect == "package":
-        service.product_id = event.product_id
-        service.tier_key = event.tier_key
-        service.addons = dict(event.addons)
+        service["product_id"] = event.product_id
+        service["tier_key"] = event.tier_key
+        service["addons"] = dict(event.addons)
     elif aspect == "password":
         if password_hash is not None:
-            service.password_hash = password_hash
-            service.password_pending = True
+            service["password_hash"] = password_hash
+            service["password_pending"] = True
     elif aspect == "owner":
-        service.client_ref = event.client_ref
-        service.client_email = event.client_email
-        service.client_name = event.client_name
+        service["client_ref"] = event.client_ref
+        service["client_email"] = event.client_email
+        service["client_name"] = event.client_name
     elif aspect == "ownership":
-        service.transfer_to = event.target_service_ref
+        service["transfer_to"] = event.target_service_ref
 
 
 def _stamp(times: dict[str, str], aspect: str, at: datetime) -> bool:
@@ -121,8 +164,73 @@ def _stamp(times: dict[str, str], aspect: str, at: datetime) -> bool:
     return True
 
 
+class _Statements(NamedTuple):
+    upsert_service: Insert
+    insert_event: Insert
+    update_service: Update
+
+
+_SERVICES = cast(Table, Service.__table__)
+_EVENTS = cast(Table, Event.__table__)
+#: What a new service row starts with (the rest is NULL or the column's default).
+_NEW_SERVICE = {
+    "addons": {},
+    "aspect_times": {},
+    "generation": 0,
+    "applied_generation": 0,
+    "attempt_count": 0,
+    "password_pending": False,
+}
+
+
+#: The service columns the fold reads or writes (RETURNING fewer columns costs less).
+_FOLDED = (
+    "id",
+    "bound_at",
+    "username",
+    "domain",
+    "create_requested",
+    "aspect_times",
+    "desired_state",
+    "terminate_requested_at",
+    "product_id",
+    "tier_key",
+    "addons",
+    "password_hash",
+    "password_pending",
+    "client_ref",
+    "client_email",
+    "client_name",
+    "transfer_to",
+    "generation",
+    "job_due_at",
+    "last_reason",
+    "last_message",
+)
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """The write path's statements for one dialect; the values come at execution."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert = insert(_SERVICES)
+    # A no-op DO UPDATE, not DO NOTHING, so that RETURNING gives the row that was already
+    # there too; on PostgreSQL the update locks it until the commit, as FOR UPDATE would.
+    upsert_service = upsert.on_conflict_do_update(
+        index_elements=["source", "service_ref"], set_={"source": upsert.excluded.source}
+    ).returning(*(_SERVICES.c[name] for name in _FOLDED))
+    insert_event = (
+        insert(_EVENTS)
+        .on_conflict_do_nothing(index_elements=["source", "webhook_id"])
+        .returning(_EVENTS.c.id)
+    )
+    # SET lists the columns given at execution; updated_at gets its onupdate.
+    update_service = update(_SERVICES).where(_SERVICES.c.id == bindparam("service_key"))
+    return _Statements(upsert_service, insert_event, update_service)
+
+
 def record_event(
-    session: Session,
+    session: Session | Connection,
     *,
     source: str,
     webhook_id: str,
@@ -131,104 +239,167 @@ def record_event(
     password_hash: str | None,
     mappings: Mappings,
     now: datetime,
-    zero_quota: str | None = None,
-) -> Event:
+    zero_quota: Callable[[], str | None] | None = None,
+) -> Recorded:
     """Store one new event and update its service's desired state; the caller commits.
 
-    `zero_quota` is what `bridge check-server` saw a quota of 0 do (None before it ran): a
-    bundle with a 0 fails at once unless it is "zero" (mappings.refuse_ambiguous_zero).
-    """
-    if isinstance(parsed, Ignored):
-        event = Event(
-            source=source,
-            webhook_id=webhook_id,
-            body_sha256=body_sha256,
-            native_event=parsed.native_event,
-            action=None,
-            service_ref=parsed.service_ref,
-            occurred_at=now,
-            received_at=now,
-            payload=parsed.payload,
-            status=EventStatus.IGNORED,
-            reason="not_provisioning",
-            message=parsed.message,
-            finished_at=now,
-        )
-        session.add(event)
-        return event
+    `zero_quota` tells what `bridge check-server` saw a quota of 0 do (None before it ran),
+    asked only for a bundle that holds a 0: such a bundle fails at once unless it is "zero"
+    (mappings.refuse_ambiguous_zero).
 
-    service = lock_service(session, source, parsed.service_ref)
-    event = Event(
-        source=source,
-        webhook_id=webhook_id,
-        body_sha256=body_sha256,
-        native_event=parsed.native_event,
-        action=parsed.action.value,
-        service=service,
-        service_ref=parsed.service_ref,
-        occurred_at=parsed.occurred_at,
-        received_at=now,
-        payload=parsed.payload,
-        status=EventStatus.RECEIVED,
+    Raises AlreadyStoredError when this (source, webhook_id) is stored already; the caller
+    must then roll back.
+    """
+    conn = session.connection() if isinstance(session, Session) else session
+    statements = _statements(conn.dialect.name)
+    event: dict[str, Any] = {
+        "source": source,
+        "webhook_id": webhook_id,
+        "body_sha256": body_sha256,
+        "native_event": parsed.native_event,
+        "service_ref": parsed.service_ref,
+        "received_at": now,
+        "payload": parsed.payload,
+        "reason": None,
+        "message": None,
+        "generation": None,
+        "finished_at": None,
+    }
+    if isinstance(parsed, Ignored):
+        event |= {
+            "action": None,
+            "service_id": None,
+            "occurred_at": now,
+            "status": EventStatus.IGNORED,
+            "reason": "not_provisioning",
+            "message": parsed.message,
+            "finished_at": now,
+        }
+        return _insert_event(conn, statements, event, None)
+
+    row = conn.execute(
+        statements.upsert_service,
+        {"source": source, "service_ref": parsed.service_ref, **_NEW_SERVICE},
+    ).one()
+    before = dict(row._mapping)
+    service = dict(before)
+    event |= {
+        "action": parsed.action.value,
+        "service_id": service["id"],
+        "occurred_at": parsed.occurred_at,
+        "status": EventStatus.RECEIVED,
+    }
+    _fold(service, event, parsed, password_hash, mappings, now, zero_quota)
+    recorded = _insert_event(conn, statements, event, service)
+    changed = {k: v for k, v in service.items() if v != before[k]}
+    if changed:
+        conn.execute(statements.update_service, {"service_key": service["id"], **changed})
+    return recorded
+
+
+def _insert_event(
+    conn: Connection,
+    statements: _Statements,
+    event: dict[str, Any],
+    service: dict[str, Any] | None,
+) -> Recorded:
+    event_id = conn.execute(statements.insert_event, event).scalar()
+    if event_id is None:
+        raise AlreadyStoredError(event["webhook_id"])
+    return Recorded(
+        id=event_id,
+        source=event["source"],
+        service_ref=event["service_ref"],
+        action=event["action"],
+        status=event["status"],
+        reason=event["reason"],
+        message=event["message"],
+        service_id=event["service_id"],
+        job_due_at=service["job_due_at"] if service is not None else None,
     )
-    session.add(event)
-    if (
-        service.bound
-        and parsed.username
-        and parsed.username.lower() != (service.username or "").lower()
-    ):
+
+
+def _fold(
+    service: dict[str, Any],
+    event: dict[str, Any],
+    parsed: BillingEvent,
+    password_hash: str | None,
+    mappings: Mappings,
+    now: datetime,
+    zero_quota: Callable[[], str | None] | None,
+) -> None:
+    """Fold one event into its service's values; both dicts are updated in place."""
+    bound = service["bound_at"] is not None
+    if bound and parsed.username and parsed.username.lower() != (service["username"] or "").lower():
         # Never re-target a bound service: a typo must not steer writes to another account.
-        event.status, event.finished_at = EventStatus.FAILED, now
-        event.reason = "username_changed"
-        event.message = (
-            f'the event names DomainAdmin "{parsed.username}", but this service is bound to '
-            f'"{service.username}"; nothing was changed. If the account really changed, relink '
-            f"the service (service page, or `bridge services relink {source} "
-            f"{parsed.service_ref} {parsed.username}`), then retry"
-        )
-        return event
-    if not service.bound and parsed.username and service.username is None:
-        service.username = parsed.username
-    if service.domain is None and parsed.domain:
-        service.domain = parsed.domain
+        event |= {
+            "status": EventStatus.FAILED,
+            "finished_at": now,
+            "reason": "username_changed",
+            "message": (
+                f'the event names DomainAdmin "{parsed.username}", but this service is bound '
+                f'to "{service["username"]}"; nothing was changed. If the account really '
+                f"changed, relink the service (service page, or `bridge services relink "
+                f"{event['source']} {parsed.service_ref} {parsed.username}`), then retry"
+            ),
+        }
+        return
+    if not bound and parsed.username and service["username"] is None:
+        service["username"] = parsed.username
+    if service["domain"] is None and parsed.domain:
+        service["domain"] = parsed.domain
     if parsed.action is Action.CREATE:
-        service.create_requested = True
+        service["create_requested"] = True
 
     aspects = aspects_of(parsed.action, parsed.transfer_kind)
     if not aspects:
-        event.status, event.finished_at = EventStatus.APPLIED, now
-        event.message = "recorded; a renewal changes nothing on the mail server"
-        return event
+        event |= {
+            "status": EventStatus.APPLIED,
+            "finished_at": now,
+            "message": "recorded; a renewal changes nothing on the mail server",
+        }
+        return
 
-    times = dict(service.aspect_times or {})
+    times = dict(service["aspect_times"] or {})
     moved = [a for a in aspects if _stamp(times, a, parsed.occurred_at)]
     if not moved:
-        event.status, event.finished_at = EventStatus.SUPERSEDED, now
-        event.reason = "superseded"
-        event.message = "a newer event for this service was already absorbed; nothing changes"
-        return event
-    service.aspect_times = times
-    if parsed.action is Action.CREATE and not service.bound and parsed.username:
+        event |= {
+            "status": EventStatus.SUPERSEDED,
+            "finished_at": now,
+            "reason": "superseded",
+            "message": "a newer event for this service was already absorbed; nothing changes",
+        }
+        return
+    service["aspect_times"] = times
+    if parsed.action is Action.CREATE and not bound and parsed.username:
         # Until bound, the newest create names the account to create or adopt.
-        service.username = parsed.username
+        service["username"] = parsed.username
     for aspect in moved:
         _apply_aspect(service, aspect, parsed, password_hash)
-    service.generation += 1
-    event.generation = service.generation
+    service["generation"] += 1
+    event["generation"] = service["generation"]
 
     if "package" in moved:
         try:
             resolution = resolve(
-                mappings, source, service.product_id, service.tier_key, service.addons
+                mappings,
+                event["source"],
+                service["product_id"],
+                service["tier_key"],
+                service["addons"],
             )
-            refuse_ambiguous_zero(resolution, zero_quota)
+            if 0 in resolution.bundle.as_dict().values():
+                refuse_ambiguous_zero(resolution, zero_quota() if zero_quota else None)
         except MappingError as exc:
-            event.status, event.finished_at = EventStatus.FAILED, now
-            event.reason, event.message = exc.reason, exc.message
-            service.last_reason, service.last_message = exc.reason, exc.message
-            service.job_due_at = None
-            return event
-    event.status = EventStatus.QUEUED
-    if service.job_due_at is None or service.job_due_at > now:
-        service.job_due_at = now
-    return event
+            event |= {
+                "status": EventStatus.FAILED,
+                "finished_at": now,
+                "reason": exc.reason,
+                "message": exc.message,
+            }
+            service["last_reason"], service["last_message"] = exc.reason, exc.message
+            service["job_due_at"] = None
+            return
+    event["status"] = EventStatus.QUEUED
+    if service["job_due_at"] is None or service["job_due_at"] > now:
+        service["job_due_at"] = now

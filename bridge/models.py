@@ -112,6 +112,9 @@ class Event(Base):
         # The chart and `since` scan by time; source-filtered pages by source (migration 0003).
         Index("ix_events_received_at", "received_at"),
         Index("ix_events_source_id", "source", "id"),
+        # The console's per-status counts and unresolved failures, by source or not (0010).
+        Index("ix_events_source_status_resolved", "source", "status", "resolved_at"),
+        Index("ix_events_status_resolved", "status", "resolved_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from bridge.models import MailServerProfile
@@ -88,9 +89,13 @@ def profile_key(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def load_profile(session: Session, base_url: str) -> ServerProfile | None:
+def load_profile(db: Session | Connection, base_url: str) -> ServerProfile | None:
     """The profile stored for this server, or None before the first `check-server`."""
-    row = session.get(MailServerProfile, profile_key(base_url))
+    row = db.execute(
+        select(MailServerProfile.profile, MailServerProfile.checked_at).where(
+            MailServerProfile.base_url == profile_key(base_url)
+        )
+    ).first()
     if row is None:
         return None
     return ServerProfile.from_dict({**row.profile, "checked_at": row.checked_at.isoformat()})

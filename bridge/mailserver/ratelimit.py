@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, Row, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge import metrics
+from bridge.db import read_only
 from bridge.mailserver.errors import TransientError
 from bridge.models import Gate
 
@@ -217,10 +218,11 @@ class RateLimiter:
             self._set(conn, **values)
 
     def state(self) -> GateState:
-        """The current failures and pauses."""
-        self._ensure_row()
-        with self.engine.connect() as conn:
-            row = conn.execute(select(Gate.__table__).where(Gate.key == self.key)).one()
+        """The current failures and pauses (a plain read: no row yet means none)."""
+        with read_only(self.engine).connect() as conn:  # no write lock on SQLite
+            row = conn.execute(select(Gate.__table__).where(Gate.key == self.key)).first()
+        if row is None:
+            return GateState(0, 0.0, 0.0, None)
         return GateState(row.failures, row.open_until, row.blocked_until, row.open_reason)
 
     # ---- the shared token -----------------------------------------------------------------

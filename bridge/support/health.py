@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select, text
 
 from bridge import migrate
+from bridge.db import read_only
 from bridge.lifecycle import EventStatus
 from bridge.mailserver.ratelimit import MAX_SLEEP_S, GateState, when
 from bridge.models import Event, Service
@@ -31,7 +32,7 @@ def readiness(rt: Runtime) -> dict[str, dict[str, Any]]:
     ban or a Retry-After; the reason and its end are reported); one entry each."""
     checks: dict[str, dict[str, Any]] = {}
     try:
-        with rt.engine.connect() as conn:
+        with read_only(rt.engine).connect() as conn:
             conn.execute(text("SELECT 1"))
         current, head = migrate.current_and_head(rt.engine)
         checks["database"] = {"ok": True}
@@ -103,7 +104,7 @@ class LedgerCollector(Collector):
             labels=["source", "action", "status"],
         )
         waiting = (EventStatus.RECEIVED, EventStatus.QUEUED)
-        with self.engine.connect() as conn:
+        with read_only(self.engine).connect() as conn:  # no write lock on SQLite
             rows = conn.execute(
                 select(Event.source, Event.action, Event.status, func.count()).group_by(
                     Event.source, Event.action, Event.status

@@ -253,8 +253,10 @@ def list_events(
 
 def status_counts(session: Session, f: EventFilter) -> dict[EventStatus, int]:
     """How many events match `f` in each status (the status part of `f` is ignored)."""
+    # count(*), not count(id): PostgreSQL can then answer from the (source, status,
+    # resolved_at) or (status, resolved_at) index alone (migration 0010).
     rows = session.execute(
-        select(Event.status, func.count(Event.id))
+        select(Event.status, func.count())
         .where(*conditions(f, status=False))
         .group_by(Event.status)
     )
@@ -268,10 +270,7 @@ def unresolved_failed(session: Session, f: EventFilter) -> int:
     """Failed events matching `f` that nobody marked resolved."""
     g = f.with_status(EventStatus.FAILED)
     return int(
-        session.scalar(
-            select(func.count(Event.id)).where(*conditions(g), Event.resolved_at.is_(None))
-        )
-        or 0
+        session.scalar(select(func.count()).where(*conditions(g), Event.resolved_at.is_(None))) or 0
     )
 
 
