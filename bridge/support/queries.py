@@ -237,10 +237,7 @@ def unresolved_failed(session: Session, f: EventFilter) -> int:
     """Failed events matching `f` that nobody marked resolved."""
     g = f.with_status(EventStatus.FAILED)
     return int(
-        session.scalar(
-            select(func.count()).where(*conditions(g), Event.resolved_at.is_(None))
-        )
-        or 0
+        session.scalar(select(func.count()).where(*conditions(g), Event.resolved_at.is_(None))) or 0
     )
 
 
