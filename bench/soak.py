@@ -234,7 +234,7 @@ def payload_for(hook: Hook, occurred: datetime) -> dict[str, Any]:
     if hook.source == "whmcs":
         return sample("whmcs", hook.action, hook.number, occurred_at=occurred, **hook.options)
     body = sample("blesta", hook.action, hook.number, **hook.options)
-    # Our Blesta plugin adds when the event fired (kept when it re-sends from its outbox).
+    # Our Blesta module adds when the step ran (kept when it sends the same step again).
     body["occurred_at"] = occurred.isoformat()
     return body
 

@@ -1,14 +1,14 @@
-"""Blesta: its own service event data, signed and posted by our Blesta plugin.
+"""Blesta: its own service event data, signed and posted by our Blesta module.
 
-The plugin (integrations/blesta) listens to Services.addAfter, editAfter, suspendAfter,
-unsuspendAfter, cancelAfter and renewAfter, and posts Blesta's event params
-(`service_id`, `vars`, `old_service`) plus the service as it is after the event
-(`service`, with `package` and its `meta`) and the `client`, under `event`
-(docs/design.md#blesta-signed-events). Blesta's event data has no time, so the plugin
-adds `occurred_at` (when the event fired; kept when it re-sends from its outbox); without
-it, the signed webhook timestamp is used.
+The module (integrations/blesta/components/modules/mail_bridge) posts, from each provisioning
+step (addService, editService, suspendService, unsuspendService, cancelService, renewService,
+changeServicePackage; a client move through its small plugin), Blesta's service data
+(`service_id`, `vars`, `old_service`) plus the service as it is after the step (`service`,
+with `package` and its `meta`) and the `client`, under `event`
+(docs/design.md#blesta-signed-events). Blesta's data has no time, so the module adds
+`occurred_at` (when the step ran; kept when the same step is sent again); without it, the
+signed webhook timestamp is used.
 """
-
 from __future__ import annotations
 
 from typing import Any
@@ -130,7 +130,7 @@ _ENVELOPE = EnvelopeSchema()
 
 
 class BlestaAdapter:
-    """Parses the Blesta plugin's signed event posts."""
+    """Parses the Blesta module's signed event posts."""
 
     def parse(self, body: dict[str, Any], signed_at: int) -> BillingEvent | Ignored:
         """Decide the action from the event name and what changed."""

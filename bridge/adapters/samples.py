@@ -106,9 +106,9 @@ def blesta_body(
     tier_key: str = "",
     occurred_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """What our Blesta plugin posts for one service event (docs/design.md#blesta-signed-events).
+    """What our Blesta module posts for one service event (docs/design.md#blesta-signed-events).
 
-    With `occurred_at` the body carries it (as the plugin does) and is the same on every call.
+    With `occurred_at` the body carries it (as the module does) and is the same on every call.
     """
     client = client or 30 + service % 1000
     options = [
