@@ -46,8 +46,11 @@ reload:  ## after a config change: check it, then make the running `make run` re
 	kill -HUP $$(cat instance/gunicorn.pid) $$(cat instance/worker.pid)
 	@echo "reload sent: the console's Mappings page shows when the config was loaded"
 
+# Two test processes (pytest-xdist): most tests wait on real servers, not on the processor.
+TEST_WORKERS ?= 2
+
 test: install-dev  ## run the whole suite (SQLite; PostgreSQL when BRIDGE_TEST_DATABASE_URL is set)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install-dev  ## measure intake, calls per action, drain time and memory (minutes; not in `make test`)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import ORMExecuteState, Session
 from werkzeug.serving import make_server
 
@@ -91,12 +91,35 @@ def reset_schema(engine: Engine) -> None:
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
+def worker_database(url: str) -> str:
+    """Under pytest-xdist (`make test` runs two workers) each worker gets a PostgreSQL
+    database of its own, `<name>_<worker>`, created when missing; SQLite files are per worker
+    already (tmp_path_factory)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    parsed = make_url(url)
+    if not worker or parsed.get_backend_name() != "postgresql":
+        return url
+    own = parsed.set(database=f"{parsed.database}_{worker}")
+    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": own.database}
+            )
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{own.database}"'))
+    finally:
+        admin.dispose()
+    return own.render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The test database, migrated from empty once per session."""
     url = os.environ.get("BRIDGE_TEST_DATABASE_URL") or (
         f"sqlite:///{tmp_path_factory.mktemp('db') / 'bridge.db'}"
     )
+    url = worker_database(url)
     engine = make_engine(url)
     reset_schema(engine)
     migrate.upgrade(engine)
