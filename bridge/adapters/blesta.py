@@ -9,6 +9,7 @@ with `package` and its `meta`) and the `client`, under `event`
 `occurred_at` (when the step ran; kept when the same step is sent again); without it, the
 signed webhook timestamp is used.
 """
+
 from __future__ import annotations
 
 from typing import Any
