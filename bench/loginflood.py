@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from bench.harness import BIN, ROOT, Stack, postgres_url, report
-from bench.load import LoadResult, run_load, whmcs_requests
+from bench.load import LoadResult, kind_requests, run_load
 
 WORKERS, THREADS = 2, 8
 STAFF = ("flood-target@example.com", "The-Real-Passw0rd-42")
@@ -201,7 +201,7 @@ def add_staff(stack: Stack) -> None:
 
 def intake(url: str, args: argparse.Namespace, first_service: int) -> LoadResult:
     """Warm-up, then the timed intake requests (fresh signatures); every answer must be 2xx."""
-    sent = whmcs_requests(args.warmup + args.requests, first_service=first_service)
+    sent = kind_requests("mix", args.warmup + args.requests, first_service=first_service)
     run_load(url, sent[: args.warmup], concurrency=args.concurrency, processes=1)
     result = run_load(url, sent[args.warmup :], concurrency=args.concurrency, processes=1)
     if result.errors:
