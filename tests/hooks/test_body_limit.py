@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 import yaml
 from sqlalchemy import func, select
 
@@ -27,10 +22,9 @@ from bridge.adapters.samples import whmcs_envelope
 from bridge.lifecycle import Action
 from bridge.models import Event
 from tests.builders import signed_headers
-from tests.provisioning.test_processes import free_port, wait_until
+from tests.provisioning.test_processes import serve_gunicorn
 
 LIMIT = 4096
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def body_of(size: int) -> bytes:
@@ -95,42 +89,8 @@ def gunicorn_url(config_tree: dict[str, Any], tmp_path: Path) -> Iterator[str]:
     """The bridge under gunicorn (one worker), as deployed."""
     config_file = tmp_path / "bridge.yaml"
     config_file.write_text(yaml.safe_dump(config_tree), encoding="utf-8")
-    port = free_port()
-    env = {
-        **os.environ,
-        "BRIDGE_CONFIG": str(config_file),
-        "BRIDGE_BIND": f"127.0.0.1:{port}",
-        "BRIDGE_WORKERS": "1",
-        "BRIDGE_THREADS": "2",
-    }
-    log = (tmp_path / "gunicorn.log").open("wb")
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    proc = subprocess.Popen(
-        [str(gunicorn), "--config", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, 60, "gunicorn to answer")
+    with serve_gunicorn(config_file, tmp_path / "gunicorn.log") as (url, _):
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_a_chunked_body_over_the_limit_is_413_under_gunicorn(app, gunicorn_url, db):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -27,10 +25,7 @@ from bridge.models import Event, Gate
 from bridge.support.health import LedgerCollector
 from bridge.web import runtime
 from tests.builders import post_hook, signed_headers
-from tests.provisioning.test_processes import free_port, wait_until
-
-GUNICORN = Path(sys.executable).with_name("gunicorn")
-ROOT = Path(__file__).resolve().parents[2]
+from tests.provisioning.test_processes import serve_gunicorn, wait_until
 
 
 def scrape(text: str) -> dict[tuple[str, frozenset], float]:
@@ -132,51 +127,17 @@ def gunicorn(config_tree, tmp_path):
     config_tree["intake"]["inline_timeout_s"] = 0
     config_file = tmp_path / "bridge.yaml"
     config_file.write_text(yaml.safe_dump(config_tree), encoding="utf-8")
-    port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    log = (tmp_path / "gunicorn.log").open("wb")
-    env = {
-        **os.environ,
-        "BRIDGE_CONFIG": str(config_file),
-        "BRIDGE_BIND": f"127.0.0.1:{port}",
-        "BRIDGE_WORKERS": "2",
-        "BRIDGE_THREADS": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
-    proc = subprocess.Popen(
-        [
-            str(GUNICORN),
-            "--config",
-            str(ROOT / "gunicorn.conf.py"),
-            "--access-logformat",
-            "pid=%(p)s %(r)s",
-            "wsgi:app",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, 60, "gunicorn to answer")
-        yield url, proc, tmp_path / "gunicorn.log"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    log_path = tmp_path / "gunicorn.log"
+    with serve_gunicorn(
+        config_file,
+        log_path,
+        workers=2,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        args=("--access-logformat", "pid=%(p)s %(r)s"),
+    ) as (url, proc):
+        yield url, proc, log_path
 
 
 def pids_that_served(log: Path, what: str) -> set[str]:

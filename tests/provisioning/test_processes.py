@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -272,3 +273,54 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_gunicorn(
+    config_file: Path,
+    log_path: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The bridge under real gunicorn with gunicorn.conf.py, as deployed: its URL once
+    /healthz answers, and the process; stopped with SIGTERM afterwards."""
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    environ = {
+        **os.environ,
+        "BRIDGE_CONFIG": str(config_file),
+        "BRIDGE_BIND": f"127.0.0.1:{port}",
+        "BRIDGE_WORKERS": str(workers),
+        "BRIDGE_THREADS": "2",
+        **(env or {}),
+    }
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(gunicorn), "--config", str(root / "gunicorn.conf.py"), *args, "wsgi:app"],
+            cwd=root,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, log_path.read_text(errors="replace")
+        try:
+            return requests.get(f"{url}/healthz", timeout=5).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_until(up, 60, "gunicorn to answer")
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -5,11 +5,9 @@ one log line and the config already loaded is kept."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,11 @@ from bridge.adapters.samples import whmcs_envelope
 from bridge.lifecycle import Action
 from tests.builders import post_hook, signed_headers
 from tests.provisioning.test_processes import (
-    free_port,
+    serve_gunicorn,
     start_worker,  # noqa: F401 - a fixture
     wait_until,
 )
 
-GUNICORN = Path(sys.executable).with_name("gunicorn")
-ROOT = Path(__file__).resolve().parents[2]
 BROKEN = "tiers: [this is not\n"
 
 
@@ -75,42 +71,9 @@ def gunicorn(
     """The bridge under gunicorn.conf.py (one worker), its config file and its log."""
     config_file = tmp_path / "bridge.yaml"
     write(config_file, config_tree)
-    port = free_port()
     log_path = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "BRIDGE_CONFIG": str(config_file),
-        "BRIDGE_BIND": f"127.0.0.1:{port}",
-        "BRIDGE_WORKERS": "1",
-        "BRIDGE_THREADS": "2",
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(GUNICORN), "--config", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, log_path.read_text(errors="replace")
-        try:
-            return requests.get(f"{url}/healthz", timeout=5).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, 60, "gunicorn to answer")
+    with serve_gunicorn(config_file, log_path) as (url, proc):
         yield url, proc, config_file, log_path
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def bundle(url: str, service: int) -> Any:
