@@ -27,17 +27,13 @@ from bridge.models import StaffRole
 from bridge.web import runtime
 from tests.admin.conftest import add_staff, make_token
 from tests.builders import post_hook
-from tests.provisioning.conftest import Sim, sim_server  # noqa: F401  (shared simulator)
+from tests.provisioning import conftest as provisioning
+from tests.provisioning.conftest import Sim
+
+# The simulator fixtures of tests/provisioning, in scope here under their own names.
+sim_server, sim = provisioning.sim_server, provisioning.sim
 
 OPERATOR = "fuzz-ops@example.com"
-
-
-@pytest.fixture
-def sim(sim_server: Any) -> Any:  # noqa: F811
-    helper = Sim(sim_server.url)
-    helper.reset()
-    yield helper
-    helper.http.close()
 
 
 @pytest.fixture

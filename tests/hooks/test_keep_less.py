@@ -6,9 +6,7 @@ column of every table, through the real app and the NMS simulator over HTTP.
 from __future__ import annotations
 
 import json
-from typing import Any
 
-import pytest
 from sqlalchemy import JSON, String, Text, select
 
 from bridge.adapters.samples import blesta_body, whmcs_envelope
@@ -17,25 +15,13 @@ from bridge.lifecycle import Action
 from bridge.models import Service
 from bridge.passwords import HASH_PREFIX
 from tests.builders import post_hook
-from tests.provisioning.conftest import Sim, sim_server  # noqa: F401  (shared simulator)
+from tests.provisioning import conftest as provisioning
+
+# The simulator fixtures of tests/provisioning, in scope here under their own names.
+sim_server, sim, config_tree = provisioning.sim_server, provisioning.sim, provisioning.config_tree
 
 PASSWORD = "Keep-Less-Passw0rd-1"
 NEW_PASSWORD = "Keep-Less-Passw0rd-2"
-
-
-@pytest.fixture
-def sim(sim_server: Any) -> Any:  # noqa: F811
-    helper = Sim(sim_server.url)
-    helper.reset()
-    yield helper
-    helper.http.close()
-
-
-@pytest.fixture
-def config_tree(config_tree: dict[str, Any], sim: Sim) -> dict[str, Any]:
-    config_tree["mailserver"].update(base_url=sim.url, rate_limit_per_s=15)
-    config_tree["intake"]["inline_timeout_s"] = 10
-    return config_tree
 
 
 def stored_text(db) -> str:
