@@ -1,10 +1,24 @@
-"""WSGI entry point: `gunicorn wsgi:app`.
+"""WSGI entry points for gunicorn.
+
+- `gunicorn wsgi:app`: the whole bridge on one server (webhooks, console, API); the console
+  and the API are loaded on their first request.
+- `gunicorn wsgi:hooks` and `gunicorn wsgi:staff`: the two faces on two servers, as
+  deploy/README.md sets them up, so that the console never competes with the webhooks.
 
 Under gunicorn.conf.py the master process has read and checked the config before forking
 this worker (at start and on every SIGHUP): the worker serves those settings.
 """
 
+from typing import Any
+
 from bridge import create_app
 from bridge.config import served
 
-app = create_app(served())
+
+def __getattr__(name: str) -> Any:
+    # Built on first access, so `wsgi:hooks` builds the hooks face only.
+    if name == "app":
+        return create_app(served())
+    if name in ("hooks", "staff"):
+        return create_app(served(), faces=name)
+    raise AttributeError(name)

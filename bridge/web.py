@@ -79,10 +79,20 @@ class BoundedRequest(Request):
         return super().stream
 
 
-def init_app(app: Flask, rt: Runtime) -> None:
+class RuntimeBox:
+    """The runtime of one server, shared by its faces (bridge/app.py); a config reload puts
+    a new one in."""
+
+    __slots__ = ("rt",)
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+
+def init_app(app: Flask, box: RuntimeBox) -> None:
     """Attach the runtime; the request's read session closes at teardown. Before any
     blueprint: bounded ids in routes and bounded request bodies."""
-    app.extensions["bridge.runtime"] = rt
+    app.extensions["bridge.runtime"] = box
     app.teardown_request(_close_session)
     app.request_class = BoundedRequest
     app.url_map.converters["int"] = RowId
@@ -92,12 +102,32 @@ def init_app(app: Flask, rt: Runtime) -> None:
 
 def runtime(app: Flask | None = None) -> Runtime:
     """This app's runtime (the current app's when none is given)."""
-    return cast(Runtime, (app or current_app).extensions["bridge.runtime"])
+    return cast(RuntimeBox, (app or current_app).extensions["bridge.runtime"]).rt
 
 
 def use_settings(app: Flask, settings: Settings) -> None:
     """Serve new settings from now on (a config reload); the database and client stay."""
-    app.extensions["bridge.runtime"] = runtime(app).with_settings(settings)
+    box = cast(RuntimeBox, app.extensions["bridge.runtime"])
+    box.rt = box.rt.with_settings(settings)
+
+
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def refuse_prefixes(app: Flask, prefixes: tuple[str, ...]) -> None:
+    """On a server that does not serve them: a clear 404 for the other face's paths."""
+
+    def elsewhere(rest: str = "") -> ResponseReturnValue:
+        return error_response(
+            "not_served_here",
+            "this server takes webhooks only; the staff console and API are served by the "
+            "bridge's staff server (see the deployment notes)",
+            404,
+        )
+
+    for prefix in prefixes:
+        for rule in (prefix, f"{prefix}/<path:rest>"):
+            app.add_url_rule(rule, f"elsewhere:{rule}", elsewhere, methods=_ANY_METHOD)
 
 
 def get_session() -> Session:

@@ -13,6 +13,7 @@ from bridge.db import utcnow
 from bridge.lifecycle import Action, EventStatus
 from bridge.models import AuditEntry, Event, Service
 from bridge.support.staff import find_staff, revoke_tokens
+from bridge.app import staff_app
 from bridge.web import runtime, use_settings
 from tests.admin.conftest import OPERATOR, fixed_settings, make_token, send
 
@@ -273,7 +274,7 @@ def test_openapi_document_is_valid_and_lists_every_route(client, app):
     assert doc["openapi"].startswith("3.0") and doc["info"]["title"]
     assert doc["components"]["securitySchemes"]["staffToken"]["scheme"] == "bearer"
     routes: dict[str, set[str]] = {}
-    for rule in app.url_map.iter_rules():
+    for rule in staff_app(app).url_map.iter_rules():
         if rule.rule.startswith("/api/"):
             path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             routes.setdefault(path, set()).update(

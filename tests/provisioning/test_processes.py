@@ -283,9 +283,11 @@ def serve_gunicorn(
     workers: int = 1,
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    entry: str = "wsgi:app",
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The bridge under real gunicorn with gunicorn.conf.py, as deployed: its URL once
-    /healthz answers, and the process; stopped with SIGTERM afterwards."""
+    """The bridge under real gunicorn with gunicorn.conf.py, as deployed (`entry`: one of
+    wsgi.py's apps): its URL once /healthz answers, and the process; stopped with SIGTERM
+    afterwards."""
     root = Path(__file__).resolve().parents[2]
     port = free_port()
     environ = {
@@ -299,7 +301,7 @@ def serve_gunicorn(
     gunicorn = Path(sys.executable).with_name("gunicorn")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(gunicorn), "--config", str(root / "gunicorn.conf.py"), *args, "wsgi:app"],
+            [str(gunicorn), "--config", str(root / "gunicorn.conf.py"), *args, entry],
             cwd=root,
             env=environ,
             stdout=log,
