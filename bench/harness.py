@@ -352,17 +352,27 @@ class Stack:
         return proc
 
     # --- the bridge's processes ---------------------------------------------------------
-    def start_web(self, port: int | None = None, workers: int = 2, threads: int = 8) -> Proc:
+    def start_web(
+        self,
+        port: int | None = None,
+        workers: int = 2,
+        threads: int = 8,
+        *,
+        entry: str = "wsgi:app",
+        nice: int = 0,
+    ) -> Proc:
         """gunicorn with the project's gunicorn.conf.py (access log on, to this process's
-        log file); waits until it answers /healthz."""
+        log file) serving `entry` (one of wsgi.py's apps), at CPU priority `nice` as a
+        systemd `Nice=` would set it; waits until it answers /healthz."""
         port = port or free_port()
         proc = self.spawn(
             "web",
             [
+                *(["nice", "-n", str(nice)] if nice else []),
                 str(BIN / "gunicorn"),
                 "--config",
                 str(ROOT / "gunicorn.conf.py"),
-                "wsgi:app",
+                entry,
             ],
             BRIDGE_BIND=f"127.0.0.1:{port}",
             BRIDGE_WORKERS=str(workers),

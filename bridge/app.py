@@ -62,7 +62,9 @@ def create_app(
         app = _face(settings, box, _hooks_blueprints())
         app.session_interface = _NoSessions()  # webhooks carry no cookies
         if faces == "all":
-            served = _StaffOnFirstUse(app.wsgi_app, lambda: _face(settings, box, _staff_blueprints()))
+            served = _StaffOnFirstUse(
+                app.wsgi_app, lambda: _face(settings, box, _staff_blueprints())
+            )
             app.extensions["bridge.staff"] = served
         else:
             web.refuse_prefixes(app, STAFF_PREFIXES)
