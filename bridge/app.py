@@ -74,7 +74,7 @@ def create_app(
         n = settings.admin.trusted_proxies
         served = ProxyFix(served, x_for=n, x_proto=n, x_host=n)
     # Flask documents wrapping wsgi_app this way; mypy sees a method being replaced.
-    app.wsgi_app = served  # type: ignore[method-assign]
+    app.wsgi_app = served  # type: ignore[method-assign,assignment]
     return app
 
 

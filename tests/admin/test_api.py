@@ -9,11 +9,11 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from bridge.app import staff_app
 from bridge.db import utcnow
 from bridge.lifecycle import Action, EventStatus
 from bridge.models import AuditEntry, Event, Service
 from bridge.support.staff import find_staff, revoke_tokens
-from bridge.app import staff_app
 from bridge.web import runtime, use_settings
 from tests.admin.conftest import OPERATOR, fixed_settings, make_token, send
 
