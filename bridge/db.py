@@ -7,6 +7,9 @@ use the autocommit engine of `read_only()` and hold nothing.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -59,7 +62,9 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
     kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **kwargs)
-    engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+    engine = create_engine(
+        url, connect_args={"timeout": BUSY_TIMEOUT_S, "factory": _SQLiteConnection}, **kwargs
+    )
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -70,7 +75,7 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         cursor.close()
 
     if immediate:
@@ -79,9 +84,71 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             # Reads (an AUTOCOMMIT engine, see read_only()) take no lock at all.
             if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                sqlite_conn = conn.connection.driver_connection
+                sqlite_conn.hold_write_lock()
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                except BaseException:
+                    sqlite_conn.release_write_lock()
+                    raise
 
     return engine
+
+
+#: How long a write waits for SQLite's lock before "database is locked".
+BUSY_TIMEOUT_S = 30
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """A SQLite connection whose write transactions queue on one lock per database file and
+    process before they ask SQLite for its write lock.
+
+    SQLite makes a writer that finds the lock taken sleep and try again, after 1, 2, 5, 10,
+    ... up to 100 ms (https://www.sqlite.org/c3ref/busy_timeout.html), while a transaction
+    holds the lock for about a millisecond: with a gunicorn worker's threads all writing, most
+    of their time went to those sleeps. Queued here, the next writer starts as soon as the
+    previous one commits; only the other processes (a second worker, `bridge worker`) still
+    meet SQLite's busy wait.
+    """
+
+    def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, *args, **kwargs)
+        path = os.path.abspath(os.fsdecode(database))
+        self._write_lock = _WRITE_LOCKS.setdefault(path, threading.Lock())
+        self._holding = False
+
+    def hold_write_lock(self) -> None:
+        """Wait for this process's turn to write (the caller then runs BEGIN IMMEDIATE)."""
+        if self._holding:
+            return
+        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_S):
+            raise sqlite3.OperationalError("database is locked")
+        self._holding = True
+
+    def release_write_lock(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._write_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.release_write_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.release_write_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release_write_lock()
 
 
 def read_only(engine: Engine) -> Engine:
