@@ -107,6 +107,8 @@ class Leg:
     polled: Polled | None = None
     mix_after: Measured | None = None
     bridge_rss_mb: float = 0.0
+    #: Before any console or API request: what a server taking only webhooks holds.
+    hooks_rss_mb: float = 0.0
     reference_rss_mb: float = 0.0
 
 
@@ -353,6 +355,8 @@ def run_leg(name: str, database_url: str | None, args: argparse.Namespace) -> Le
             leg.reference[kind] = drive(
                 f"{name} reference {kind}", ref, f"{ref_url}/hooks/whmcs", kind, args, ref_sent
             )
+        web.sample_rss()
+        leg.hooks_rss_mb = web.child_peak_mb()
         if not args.no_poll:
             leg.polled = polled(f"{name} bridge mix, polled", web, web_url, token, args, sent)
             # The mix alone once more: the polled run is compared with both around it.
@@ -444,6 +448,8 @@ def report_rss(legs: list[Leg]) -> None:
     peak = max(leg.bridge_rss_mb for leg in legs)
     ref_peak = max(leg.reference_rss_mb for leg in legs)
     per_leg = {leg.name: round(leg.bridge_rss_mb, 1) for leg in legs}
+    # The console and the API are loaded on their first request (bridge/app.py).
+    per_leg |= {f"{leg.name}_hooks_only": round(leg.hooks_rss_mb, 1) for leg in legs}
     report(
         "web.peak_rss_mb",
         peak,
