@@ -28,7 +28,8 @@ BENCHES = {
     "drain": "drain time of queued suspends vs calls / rate, and 429s, worker RSS",
     "growth": "intake and the staff pages with 1,000,000 stored events vs nearly empty "
     "(long: only with --growth or by name)",
-    "loginflood": "intake p50 idle vs under a 48-thread login flood (and a control flood)",
+    "loginflood": "intake p50 idle vs under a 48-thread login flood (and a control flood), "
+    "on one server and on the deployed split",
 }
 LOAD: dict[str, str] = {}  # the load average when each benchmark started
 #: Left out of the default run: named, or added with --growth.

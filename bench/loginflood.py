@@ -86,7 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=48, help="flood threads (%(default)s)")
     parser.add_argument("--one-address", action="store_true", help="flood from one address")
     parser.add_argument("--no-control", action="store_true", help="skip the control flood")
-    parser.add_argument("--legs", default="sqlite", help="sqlite,postgresql (%(default)s)")
+    parser.add_argument(
+        "--legs", default="sqlite,postgresql", help="sqlite,postgresql (%(default)s)"
+    )
     parser.add_argument(
         "--layouts", default=",".join(LAYOUTS), help="one,split (%(default)s): see above"
     )
