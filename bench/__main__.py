@@ -74,6 +74,7 @@ PREFIXES = {
     "calls": ("calls.",),
     "drain": ("drain.", "worker."),
     "growth": ("growth.",),
+    "loginflood": ("loginflood.",),
 }
 RUNS, FIGURES = "\n## Runs\n", "\n## Figures\n"
 
