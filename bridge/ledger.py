@@ -4,27 +4,37 @@ Events are edges, the bridge is level-triggered (docs/design.md#desired-state). 
 some aspects of the desired state; an aspect only moves forward in billing time, so a late
 event cannot undo a newer one. An event whose every aspect is already newer is `superseded`.
 
-`record_event()` is the intake's write path: three SQLAlchemy Core statements, built once per
-dialect (building a statement costs more than running it): the service upserted and read back
-(`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`, which also locks its row on PostgreSQL),
+`record_event()` is the intake's write path: three SQLAlchemy Core statements, compiled once
+per dialect (building a statement costs more than running it): the service upserted and read
+back (`INSERT ... ON CONFLICT DO UPDATE ... RETURNING`, which also locks its row on PostgreSQL),
 the event inserted unless its delivery id is already stored (`ON CONFLICT DO NOTHING
 RETURNING id`, the duplicate check and the insert in one statement), and one UPDATE of the
 service columns that changed. The fold itself (`_fold()`) is plain Python on the row's values.
+
+The three run on the transaction's DBAPI cursor (`_Prepared`), with SQLAlchemy's own type
+processing of their values and of the returned row: SQLAlchemy's per-execution work (cache
+look-up, execution context, result set-up, events) costs more CPU than SQLite takes to run
+them. Errors are raised as `Connection.execute()` raises them (`sqlalchemy.exc.DBAPIError`
+subclasses, parameters hidden, a lost connection invalidated); engine events such as
+`before_cursor_execute` do not see these statements.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Insert, Table, Update, bindparam, select, update
+from sqlalchemy import Column, Connection, Insert, Table, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from bridge.db import utcnow
 from bridge.errors import BridgeError
 from bridge.lifecycle import (
     Action,
@@ -172,8 +182,10 @@ class _Statements(NamedTuple):
 
 _SERVICES = cast(Table, Service.__table__)
 _EVENTS = cast(Table, Event.__table__)
-#: What a new service row starts with (the rest is NULL or the column's default).
+#: What a new service row starts with (the rest is NULL; created_at and updated_at are set
+#: at execution).
 _NEW_SERVICE = {
+    "create_requested": False,
     "addons": {},
     "aspect_times": {},
     "generation": 0,
@@ -224,9 +236,115 @@ def _statements(dialect: str) -> _Statements:
         .on_conflict_do_nothing(index_elements=["source", "webhook_id"])
         .returning(_EVENTS.c.id)
     )
-    # SET lists the columns given at execution; updated_at gets its onupdate.
+    # SET lists the columns given at execution (updated_at among them).
     update_service = update(_SERVICES).where(_SERVICES.c.id == bindparam("service_key"))
     return _Statements(upsert_service, insert_event, update_service)
+
+
+_Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One statement compiled for one dialect and one set of values, run on the DBAPI cursor.
+
+    Values and returned columns go through the processors SQLAlchemy itself would apply
+    (`TypeEngine.bind_processor()` / `result_processor()` of the dialect's implementation),
+    so the driver receives and the caller gets what `Connection.execute()` would give.
+    Every value is given at execution: the statement has no column default left to fill.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    binds: tuple[_Processor, ...]
+    results: tuple[_Processor, ...]
+    positional: bool
+
+    @classmethod
+    def compile(
+        cls,
+        statement: Insert | Update,
+        dialect: Dialect,
+        keys: Collection[str],
+        returning: tuple[Column[Any], ...] = (),
+    ) -> _Prepared:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        names = tuple(compiled.positiontup or ()) if dialect.positional else tuple(compiled.binds)
+        if set(names) != set(keys):
+            raise RuntimeError(f"statement binds {sorted(names)}, values given for {sorted(keys)}")
+        return cls(
+            sql=compiled.string,
+            names=names,
+            binds=tuple(
+                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+                for name in names
+            ),
+            results=tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in returning
+            ),
+            positional=dialect.positional,
+        )
+
+    def run(self, conn: Connection, values: dict[str, Any]) -> tuple[Any, ...] | None:
+        """Execute with these values; the first returned row (None when there is none, or
+        when the statement returns nothing)."""
+        args = [
+            values[name] if process is None else process(values[name])
+            for name, process in zip(self.names, self.binds, strict=True)
+        ]
+        params: tuple[Any, ...] | dict[str, Any] = (
+            tuple(args) if self.positional else dict(zip(self.names, args, strict=True))
+        )
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(self.sql, params)
+            row = cursor.fetchone() if self.results else None
+        except dbapi_error as exc:
+            # What Connection.execute() raises for a driver error (Connection
+            # ._handle_dbapi_exception): the error wrapped, a lost connection invalidated.
+            lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+            if lost:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                self.sql,
+                params,
+                exc,
+                dbapi_error,
+                hide_parameters=conn.engine.hide_parameters,
+                connection_invalidated=lost,
+                dialect=conn.dialect,
+            ) from exc
+        finally:
+            cursor.close()
+        if row is None:
+            return None
+        return tuple(
+            value if process is None else process(value)
+            for process, value in zip(self.results, row, strict=True)
+        )
+
+
+_FOLDED_COLUMNS = tuple(_SERVICES.c[name] for name in _FOLDED)
+
+
+@functools.cache
+def _upsert_service(dialect: Dialect) -> _Prepared:
+    keys = ("source", "service_ref", *_NEW_SERVICE, "created_at", "updated_at")
+    upsert = _statements(dialect.name).upsert_service
+    return _Prepared.compile(upsert, dialect, keys, _FOLDED_COLUMNS)
+
+
+@functools.cache
+def _insert_event(dialect: Dialect, keys: tuple[str, ...]) -> _Prepared:
+    insert = _statements(dialect.name).insert_event
+    return _Prepared.compile(insert, dialect, keys, (_EVENTS.c.id,))
+
+
+@functools.cache
+def _update_service(dialect: Dialect, keys: tuple[str, ...]) -> _Prepared:
+    return _Prepared.compile(_statements(dialect.name).update_service, dialect, keys)
 
 
 def record_event(
@@ -251,7 +369,7 @@ def record_event(
     must then roll back.
     """
     conn = session.connection() if isinstance(session, Session) else session
-    statements = _statements(conn.dialect.name)
+    dialect = conn.dialect
     event: dict[str, Any] = {
         "source": source,
         "webhook_id": webhook_id,
@@ -275,13 +393,14 @@ def record_event(
             "message": parsed.message,
             "finished_at": now,
         }
-        return _insert_event(conn, statements, event, None)
+        return _store_event(conn, event, None)
 
-    row = conn.execute(
-        statements.upsert_service,
-        {"source": source, "service_ref": parsed.service_ref, **_NEW_SERVICE},
-    ).one()
-    before = dict(row._mapping)
+    new_service = {"source": source, "service_ref": parsed.service_ref, **_NEW_SERVICE}
+    row = _upsert_service(dialect).run(
+        conn, new_service | {"created_at": utcnow(), "updated_at": utcnow()}
+    )
+    assert row is not None  # the upsert returns the row, new or not
+    before = dict(zip(_FOLDED, row, strict=True))
     service = dict(before)
     event |= {
         "action": parsed.action.value,
@@ -290,22 +409,21 @@ def record_event(
         "status": EventStatus.RECEIVED,
     }
     _fold(service, event, parsed, password_hash, mappings, now, zero_quota)
-    recorded = _insert_event(conn, statements, event, service)
+    recorded = _store_event(conn, event, service)
     changed = {k: v for k, v in service.items() if v != before[k]}
     if changed:
-        conn.execute(statements.update_service, {"service_key": service["id"], **changed})
+        changed |= {"updated_at": utcnow(), "service_key": service["id"]}
+        _update_service(dialect, tuple(changed)).run(conn, changed)
     return recorded
 
 
-def _insert_event(
-    conn: Connection,
-    statements: _Statements,
-    event: dict[str, Any],
-    service: dict[str, Any] | None,
+def _store_event(
+    conn: Connection, event: dict[str, Any], service: dict[str, Any] | None
 ) -> Recorded:
-    event_id = conn.execute(statements.insert_event, event).scalar()
-    if event_id is None:
+    row = _insert_event(conn.dialect, tuple(event)).run(conn, event)
+    if row is None:
         raise AlreadyStoredError(event["webhook_id"])
+    event_id = row[0]
     return Recorded(
         id=event_id,
         source=event["source"],

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import DBAPIError
 
 from bridge.adapters.samples import blesta_body, whmcs_envelope
 from bridge.ledger import AlreadyStoredError, record_event
@@ -24,21 +25,44 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def statements(app) -> Iterator[list[str]]:
-    """Every SQL statement the app's engine sends, and "COMMIT" for each commit."""
+    """Every SQL statement the app's engine sends, and "COMMIT" for each commit.
+
+    Seen by the driver, not by engine events: the write path runs its statements on the
+    DBAPI cursor (bridge/ledger.py _Prepared).
+    """
     engine: Engine = runtime(app).engine
     seen: list[str] = []
 
-    def on_execute(_conn, _cursor, statement, *_args) -> None:
-        seen.append(" ".join(statement.split()))
+    def note(statement: str | bytes) -> None:
+        words = (statement.decode() if isinstance(statement, bytes) else statement).split()
+        # the pool's ping on PostgreSQL is an empty statement (";")
+        if words not in ([], [";"]) and words[0].upper() not in ("COMMIT", "ROLLBACK"):
+            seen.append(" ".join(words))
+
+    def on_checkout(dbapi_conn, _record, _proxy) -> None:
+        if engine.dialect.name == "sqlite":
+            dbapi_conn.set_trace_callback(note)
+            return
+        plain = getattr(dbapi_conn.cursor_factory, "plain", dbapi_conn.cursor_factory)
+
+        class Traced(plain):  # type: ignore[misc, valid-type]
+            def execute(self, query, *args, **kwargs):
+                note(query.as_string(self) if hasattr(query, "as_string") else query)
+                return super().execute(query, *args, **kwargs)
+
+        Traced.plain = plain
+        dbapi_conn.cursor_factory = Traced
 
     def on_commit(_conn) -> None:
         seen.append("COMMIT")
 
-    event.listen(engine, "before_cursor_execute", on_execute)
+    engine.dispose()  # every connection from now on is checked out with the tracer
+    event.listen(engine, "checkout", on_checkout)
     event.listen(engine, "commit", on_commit)
     yield seen
-    event.remove(engine, "before_cursor_execute", on_execute)
+    event.remove(engine, "checkout", on_checkout)
     event.remove(engine, "commit", on_commit)
+    engine.dispose()
 
 
 def kinds(seen: list[str]) -> list[str]:
@@ -158,3 +182,32 @@ def test_the_same_delivery_at_once_from_many_threads_is_stored_once(live_url, db
     assert all({**a, "duplicate": True} == {**firsts[0], "duplicate": True} for _, a in answers)
     assert db.scalar(select(func.count()).select_from(Event)) == 1
     assert db.scalar(select(Service.generation)) == 1
+
+
+def test_a_driver_error_is_raised_as_sqlalchemys_with_parameters_hidden(app, db):
+    """The write path runs on the DBAPI cursor, yet the intake still gets SQLAlchemy's
+    exceptions (an OperationalError is answered 503), and no value is in their text."""
+    rt = runtime(app)
+    with rt.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE events RENAME TO events_gone")
+    try:
+        parsed = BillingEvent(Action.SUSPEND, "SuspendAccount", "556", NOW, {"y": 2})
+        with pytest.raises(DBAPIError) as raised, rt.engine.begin() as conn:
+            record_event(
+                conn,
+                source="whmcs",
+                webhook_id="wh-secret-556",
+                body_sha256="a" * 64,
+                parsed=parsed,
+                password_hash=None,
+                mappings=rt.settings.mappings,
+                now=NOW,
+            )
+    finally:
+        with rt.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE events_gone RENAME TO events")
+    assert isinstance(raised.value.orig, rt.engine.dialect.loaded_dbapi.Error)
+    assert "INSERT INTO events" in str(raised.value)
+    assert "SQL parameters hidden" in str(raised.value)
+    assert "wh-secret-556" not in str(raised.value)
+    assert db.scalar(select(func.count()).select_from(Service)) == 0
