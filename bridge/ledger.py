@@ -297,10 +297,14 @@ class _Prepared:
             tuple(args) if self.positional else dict(zip(self.names, args, strict=True))
         )
         dbapi_error = conn.dialect.loaded_dbapi.Error
-        cursor = conn.connection.cursor()
+        cursor = None
         try:
-            cursor.execute(self.sql, params)
-            row = cursor.fetchone() if self.results else None
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(self.sql, params)
+                row = cursor.fetchone() if self.results else None
+            finally:
+                cursor.close()
         except dbapi_error as exc:
             # What Connection.execute() raises for a driver error (Connection
             # ._handle_dbapi_exception): the error wrapped, a lost connection invalidated.
@@ -316,8 +320,6 @@ class _Prepared:
                 connection_invalidated=lost,
                 dialect=conn.dialect,
             ) from exc
-        finally:
-            cursor.close()
         if row is None:
             return None
         return tuple(

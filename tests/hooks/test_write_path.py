@@ -211,3 +211,37 @@ def test_a_driver_error_is_raised_as_sqlalchemys_with_parameters_hidden(app, db)
     assert "SQL parameters hidden" in str(raised.value)
     assert "wh-secret-556" not in str(raised.value)
     assert db.scalar(select(func.count()).select_from(Service)) == 0
+
+
+def test_a_lost_connection_is_invalidated_as_sqlalchemy_does_it(app):
+    """The driver's connection gone under a transaction: the same exception, marked
+    invalidated, as a statement run by SQLAlchemy gets; the pool drops the connection."""
+    rt = runtime(app)
+    parsed = BillingEvent(Action.SUSPEND, "SuspendAccount", "557", NOW, {"y": 2})
+    raised = []
+    for run in (
+        lambda conn: conn.execute(select(Event.id)),
+        lambda conn: record_event(
+            conn,
+            source="whmcs",
+            webhook_id="wh-557",
+            body_sha256="a" * 64,
+            parsed=parsed,
+            password_hash=None,
+            mappings=rt.settings.mappings,
+            now=NOW,
+        ),
+    ):
+        conn = rt.engine.connect()
+        conn.begin()
+        conn.connection.dbapi_connection.close()
+        with pytest.raises(DBAPIError) as caught:
+            run(conn)
+        raised.append(caught.value)
+        assert conn.invalidated
+        conn.close()
+    by_sqlalchemy, by_ledger = raised
+    assert type(by_ledger) is type(by_sqlalchemy)
+    assert by_ledger.connection_invalidated is by_sqlalchemy.connection_invalidated is True
+    with rt.engine.begin() as conn:  # a new connection from the pool
+        assert conn.execute(select(func.count()).select_from(Event)).scalar() == 0
