@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,23 @@ import requests
 import yaml
 
 from bridge.adapters.samples import whmcs_envelope
-from bridge.app import create_app, staff_app
+from bridge.app import Faces, create_app, staff_app
 from bridge.config import Settings
 from bridge.lifecycle import Action
+from bridge.web import runtime
 from tests.builders import post_hook, signed_headers
 from tests.provisioning.test_processes import serve_gunicorn
+
+
+@contextmanager
+def serving(settings: Settings, faces: Faces) -> Iterator[Any]:
+    """A second app beside the `app` fixture's, its connections closed afterwards."""
+    app = create_app(settings, configure_logs=False, faces=faces)
+    try:
+        yield app
+    finally:
+        runtime(app).engine.dispose()
+
 
 STAFF_MODULES = ("bridge.admin", "bridge.api", "bridge.support.queries", "apispec")
 
@@ -81,9 +95,9 @@ def test_the_staff_app_is_built_once(app, client):
     "method,path",
     [("GET", "/admin/login"), ("POST", "/admin/login"), ("GET", "/api/events"), ("GET", "/api")],
 )
-def test_a_hooks_server_sends_staff_paths_elsewhere(settings: Settings, method, path):
-    app = create_app(settings, configure_logs=False, faces="hooks")
-    response = app.test_client().open(path, method=method)
+def test_a_hooks_server_sends_staff_paths_elsewhere(settings: Settings, app, method, path):
+    with serving(settings, "hooks") as hooks:
+        response = hooks.test_client().open(path, method=method)
     assert response.status_code == 404
     body = response.get_json()
     assert body["error"] == "not_served_here"
@@ -91,18 +105,18 @@ def test_a_hooks_server_sends_staff_paths_elsewhere(settings: Settings, method, 
 
 
 def test_a_hooks_server_takes_hooks(settings: Settings, app):
-    hooks = create_app(settings, configure_logs=False, faces="hooks")
-    client = hooks.test_client()
-    assert post_hook(client, "whmcs", whmcs_envelope(Action.SUSPEND, 79)).status_code == 202
-    assert client.get("/readyz").status_code == 200
-    assert staff_app(hooks) is hooks  # nothing is built on the side
+    with serving(settings, "hooks") as hooks:
+        client = hooks.test_client()
+        assert post_hook(client, "whmcs", whmcs_envelope(Action.SUSPEND, 79)).status_code == 202
+        assert client.get("/readyz").status_code == 200
+        assert staff_app(hooks) is hooks  # nothing is built on the side
 
 
 def test_a_staff_server_takes_no_hooks(settings: Settings, app):
-    staff = create_app(settings, configure_logs=False, faces="staff")
-    client = staff.test_client()
-    assert client.get("/admin/login").status_code == 200
-    response = post_hook(client, "whmcs", whmcs_envelope(Action.SUSPEND, 80))
+    with serving(settings, "staff") as staff:
+        client = staff.test_client()
+        assert client.get("/admin/login").status_code == 200
+        response = post_hook(client, "whmcs", whmcs_envelope(Action.SUSPEND, 80))
     assert response.status_code == 404
     assert response.get_json()["error"] == "not_found"
 
