@@ -3,7 +3,8 @@
 - `gunicorn wsgi:app`: the whole bridge on one server (webhooks, console, API); the console
   and the API are loaded on their first request.
 - `gunicorn wsgi:hooks` and `gunicorn wsgi:staff`: the two faces on two servers, as
-  deploy/README.md sets them up, so that the console never competes with the webhooks.
+  deploy/mailbridge-web.service and mailbridge-staff.service run them, so that the console
+  never competes with the webhooks.
 
 Under gunicorn.conf.py the master process has read and checked the config before forking
 this worker (at start and on every SIGHUP): the worker serves those settings.

@@ -9,9 +9,9 @@ A server shows one or both of the bridge's two faces:
 
 `all` (the default, what `make run` serves) answers both from one server and builds the staff
 face on the first request under `/admin` or `/api`: a server that only takes webhooks never
-loads the console, the API and their libraries. A split deployment (deploy/README.md) runs
-each face in its own gunicorn, the staff one at a lower CPU priority, so that nothing a person
-or a flood does to the console can slow the webhooks down.
+loads the console, the API and their libraries. The deployed layout (deploy/: mailbridge-web
+and mailbridge-staff) runs each face in its own gunicorn, the staff one at a lower CPU
+priority, so that nothing a person or a flood does to the console can slow the webhooks down.
 """
 
 from __future__ import annotations
