@@ -13,9 +13,11 @@ to the bridge and then to bench.reference (Flask: HMAC, C SHA512-crypt of a pass
 INSERT into the same backend), served beside it with the same settings: one idles while the
 other is driven, and alternating kind by kind lets both see the same background load.
 Then the mix again while another process re-reads GET /api/events?source=whmcs (the page
-with the per-status counts) as fast as the bridge answers it, and the mix alone once more:
-the ratio to the mix alone (before and after) says whether reads hold intake up (SQLite has
-one write lock), and every hook answer is counted, 503s included. Every acknowledged event is
+with the per-status counts) as fast as the bridge answers it; then again with that poller on
+a staff server of its own (`wsgi:staff`, 1 worker x 4 threads, Nice=10, as deploy/ runs it);
+and the mix alone once more. The ratios to the mix alone (before and after) say whether reads
+hold intake up (SQLite has one write lock) or only share the CPU, and every hook answer is
+counted, 503s included. Every acknowledged event is
 checked in both ledgers.
 
 PostgreSQL: BENCH_DATABASE_URL names the database to use (its public schema is emptied
@@ -71,7 +73,15 @@ POLL_TARGET = 0.8  # intake while polled / intake alone
 POLLED_PAGE = "/api/events?source=whmcs"
 STAFF = "bench-viewer@example.org"
 #: Service numbers per kind, apart, so that one kind's events never land on another's.
-FIRST_SERVICE = {"password": 100_000, "plain": 200_000, "mix": 300_000, "polled": 400_000}
+FIRST_SERVICE = {
+    "password": 100_000,
+    "plain": 200_000,
+    "mix": 300_000,
+    "polled": 400_000,
+    "polled_split": 500_000,
+}
+#: mailbridge-staff.service: BRIDGE_WORKERS, BRIDGE_THREADS and Nice.
+STAFF_WORKERS, STAFF_THREADS, STAFF_NICE = 1, 4, 10
 FORK = multiprocessing.get_context("fork")
 
 
@@ -105,6 +115,8 @@ class Leg:
     bridge: dict[str, Measured] = field(default_factory=dict)
     reference: dict[str, Measured] = field(default_factory=dict)
     polled: Polled | None = None
+    #: The same, with the poller on a staff server of its own (deploy/: wsgi:staff, Nice=10).
+    polled_split: Polled | None = None
     mix_after: Measured | None = None
     bridge_rss_mb: float = 0.0
     #: Before any console or API request: what a server taking only webhooks holds.
@@ -244,16 +256,27 @@ def _poll(url: str, token: str, ready: Any, stop: Any, out: Any) -> None:
 
 
 def polled(
-    name: str, server: Proc, url: str, token: str, args: argparse.Namespace, sent: list[str]
+    name: str,
+    server: Proc,
+    url: str,
+    token: str,
+    args: argparse.Namespace,
+    sent: list[str],
+    *,
+    poll_url: str | None = None,
+    first_service: int = FIRST_SERVICE["polled"],
 ) -> Polled:
-    """The mix again, while a staff client polls the events page in a loop."""
+    """The mix again, while a staff client polls the events page in a loop (on `url`, or on
+    another server of the same ledger: `poll_url`)."""
     ready, stop, out = FORK.Event(), FORK.Event(), FORK.Queue()
-    poller = FORK.Process(target=_poll, args=(url, token, ready, stop, out), daemon=True)
+    poller = FORK.Process(
+        target=_poll, args=(poll_url or url, token, ready, stop, out), daemon=True
+    )
     poller.start()
     try:
         if not ready.wait(60):
             raise BenchFailed(f"{name}: the events page did not answer within 60 s")
-        batch = kind_requests("mix", args.requests, first_service=FIRST_SERVICE["polled"])
+        batch = kind_requests("mix", args.requests, first_service=first_service)
         measured = timed(name, server, f"{url}/hooks/whmcs", batch, args)
     finally:
         stop.set()
@@ -359,7 +382,21 @@ def run_leg(name: str, database_url: str | None, args: argparse.Namespace) -> Le
         leg.hooks_rss_mb = web.child_peak_mb()
         if not args.no_poll:
             leg.polled = polled(f"{name} bridge mix, polled", web, web_url, token, args, sent)
-            # The mix alone once more: the polled run is compared with both around it.
+            staff = stack.start_web(
+                workers=STAFF_WORKERS, threads=STAFF_THREADS, entry="wsgi:staff", nice=STAFF_NICE
+            )
+            leg.polled_split = polled(
+                f"{name} bridge mix, polled on a staff server",
+                web,
+                web_url,
+                token,
+                args,
+                sent,
+                poll_url=staff.url,  # type: ignore[attr-defined]
+                first_service=FIRST_SERVICE["polled_split"],
+            )
+            staff.stop()
+            # The mix alone once more: the polled runs are compared with both around them.
             leg.mix_after = drive(
                 f"{name} bridge mix, again", web, f"{web_url}/hooks/whmcs", "mix", args, sent
             )
@@ -368,7 +405,8 @@ def run_leg(name: str, database_url: str | None, args: argparse.Namespace) -> Le
         web.stop()
         ref.stop()
         measures = list(leg.bridge.values())
-        measures += [leg.polled.intake, leg.mix_after] if leg.polled and leg.mix_after else []
+        measures += [p.intake for p in (leg.polled, leg.polled_split) if p is not None]
+        measures += [leg.mix_after] if leg.mix_after else []
         check_stored(
             f"{name} bridge",
             webhook_ids(stack.database_url, "events"),
@@ -415,26 +453,34 @@ def report_leg(leg: Leg, args: argparse.Namespace) -> None:
             p50=round(b.percentile_ms(50), 1),
             ref_p50=round(r.percentile_ms(50), 1),
         )
-    if leg.polled is not None and leg.mix_after is not None:
-        polled_ = leg.polled.intake.load
-        alone = (leg.bridge["mix"].load.throughput + leg.mix_after.load.throughput) / 2
+    if leg.mix_after is None:
+        return
+    alone = (leg.bridge["mix"].load.throughput + leg.mix_after.load.throughput) / 2
+    for label, run, where in (
+        ("polled", leg.polled, "the same server"),
+        ("polled_split", leg.polled_split, "a staff server, Nice=10"),
+    ):
+        if run is None:
+            continue
+        polled_ = run.intake.load
         statuses = [a.status for a in polled_.answers]
         report(
-            f"intake.{leg.name}.polled.throughput",
+            f"intake.{leg.name}.{label}.throughput",
             polled_.throughput,
             "req/s",
             ratio=polled_.throughput / alone,
             versus=f"the mix without polling, before and after (target >= {POLL_TARGET})",
+            poller_on=where,
             alone=round(alone, 1),
-            cpu_ms=round(leg.polled.intake.cpu_ms_per_request, 2),
+            cpu_ms=round(run.intake.cpu_ms_per_request, 2),
             alone_cpu_ms=round(leg.bridge["mix"].cpu_ms_per_request, 2),
             p99_ms=round(polled_.percentile_ms(99), 1),
-            polls=leg.polled.polls,
-            poll_p50_ms=round(leg.polled.poll_p50_ms, 1),
-            poll_errors=leg.polled.poll_errors,
+            polls=run.polls,
+            poll_p50_ms=round(run.poll_p50_ms, 1),
+            poll_errors=run.poll_errors,
         )
         report(
-            f"intake.{leg.name}.polled.503s",
+            f"intake.{leg.name}.{label}.503s",
             statuses.count(503),
             "answers",
             ratio=None,
