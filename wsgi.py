@@ -17,9 +17,9 @@ from bridge.config import served
 
 
 def __getattr__(name: str) -> Any:
-    # Built on first access, so `wsgi:hooks` builds the hooks face only.
-    if name == "app":
-        return create_app(served())
-    if name in ("hooks", "staff"):
-        return create_app(served(), faces=name)
-    raise AttributeError(name)
+    # Built on first access (then kept), so `wsgi:hooks` builds the hooks face only.
+    if name not in ("app", "hooks", "staff"):
+        raise AttributeError(name)
+    built = create_app(served(), faces="all" if name == "app" else name)
+    globals()[name] = built
+    return built

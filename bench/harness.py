@@ -382,6 +382,11 @@ class Stack:
         wait_until(lambda: self._healthy(proc.url), 30, f"gunicorn on {port}")  # type: ignore[attr-defined]
         return proc
 
+    def start_staff(self) -> Proc:
+        """The staff face as deploy/mailbridge-staff.service runs it: `wsgi:staff`, 1 worker
+        x 4 threads (BRIDGE_WORKERS, BRIDGE_THREADS), at Nice=10."""
+        return self.start_web(workers=1, threads=4, entry="wsgi:staff", nice=10)
+
     def start_worker(self) -> Proc:
         return self.spawn("worker", [str(BIN / "bridge"), "worker"])
 

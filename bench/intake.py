@@ -80,8 +80,6 @@ FIRST_SERVICE = {
     "polled": 400_000,
     "polled_split": 500_000,
 }
-#: mailbridge-staff.service: BRIDGE_WORKERS, BRIDGE_THREADS and Nice.
-STAFF_WORKERS, STAFF_THREADS, STAFF_NICE = 1, 4, 10
 FORK = multiprocessing.get_context("fork")
 
 
@@ -382,9 +380,7 @@ def run_leg(name: str, database_url: str | None, args: argparse.Namespace) -> Le
         leg.hooks_rss_mb = web.child_peak_mb()
         if not args.no_poll:
             leg.polled = polled(f"{name} bridge mix, polled", web, web_url, token, args, sent)
-            staff = stack.start_web(
-                workers=STAFF_WORKERS, threads=STAFF_THREADS, entry="wsgi:staff", nice=STAFF_NICE
-            )
+            staff = stack.start_staff()
             leg.polled_split = polled(
                 f"{name} bridge mix, polled on a staff server",
                 web,

@@ -47,8 +47,6 @@ from bench.harness import BIN, ROOT, Stack, postgres_url, report
 from bench.load import LoadResult, kind_requests, run_load
 
 WORKERS, THREADS = 2, 8
-#: mailbridge-staff.service: BRIDGE_WORKERS, BRIDGE_THREADS and Nice.
-STAFF_WORKERS, STAFF_THREADS, STAFF_NICE = 1, 4, 10
 LAYOUTS = ("one", "split")
 STAFF = ("flood-target@example.com", "The-Real-Passw0rd-42")
 FORK = multiprocessing.get_context("fork")
@@ -236,9 +234,7 @@ def run_leg(name: str, layout: str, database_url: str | None, args: argparse.Nam
             hooks_url = staff_url = web.url  # type: ignore[attr-defined]
         else:
             web = stack.start_web(workers=WORKERS, threads=THREADS, entry="wsgi:hooks")
-            staff = stack.start_web(
-                workers=STAFF_WORKERS, threads=STAFF_THREADS, entry="wsgi:staff", nice=STAFF_NICE
-            )
+            staff = stack.start_staff()
             hooks_url, staff_url = web.url, staff.url  # type: ignore[attr-defined]
         hooks = f"{hooks_url}/hooks/whmcs"
         idle = intake(hooks, args, first_service=10_000)

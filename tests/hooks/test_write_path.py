@@ -117,6 +117,20 @@ def test_a_repeat_writes_nothing_and_answers_the_first_outcome(client, db, state
     assert (service.updated_at, service.generation) == (stored.updated_at, stored.generation)
 
 
+def record(conn, rt, parsed, webhook_id: str):
+    """record_event() with this test's fixed delivery details."""
+    return record_event(
+        conn,
+        source="whmcs",
+        webhook_id=webhook_id,
+        body_sha256="a" * 64,
+        parsed=parsed,
+        password_hash=None,
+        mappings=rt.settings.mappings,
+        now=NOW,
+    )
+
+
 def test_a_repeat_of_an_ignored_event_creates_no_service(app, db):
     """The repeat is a create for a service nobody has seen: the upserted row goes with the
     rollback."""
@@ -126,16 +140,7 @@ def test_a_repeat_of_an_ignored_event_creates_no_service(app, db):
     for parsed, expect_error in ((ignored, False), (as_create, True)):
         try:
             with rt.engine.begin() as conn:
-                recorded = record_event(
-                    conn,
-                    source="whmcs",
-                    webhook_id="wh-555",
-                    body_sha256="a" * 64,
-                    parsed=parsed,
-                    password_hash=None,
-                    mappings=rt.settings.mappings,
-                    now=NOW,
-                )
+                recorded = record(conn, rt, parsed, "wh-555")
         except AlreadyStoredError:
             assert expect_error
         else:
@@ -193,16 +198,7 @@ def test_a_driver_error_is_raised_as_sqlalchemys_with_parameters_hidden(app, db)
     try:
         parsed = BillingEvent(Action.SUSPEND, "SuspendAccount", "556", NOW, {"y": 2})
         with pytest.raises(DBAPIError) as raised, rt.engine.begin() as conn:
-            record_event(
-                conn,
-                source="whmcs",
-                webhook_id="wh-secret-556",
-                body_sha256="a" * 64,
-                parsed=parsed,
-                password_hash=None,
-                mappings=rt.settings.mappings,
-                now=NOW,
-            )
+            record(conn, rt, parsed, "wh-secret-556")
     finally:
         with rt.engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE events_gone RENAME TO events")
@@ -221,16 +217,7 @@ def test_a_lost_connection_is_invalidated_as_sqlalchemy_does_it(app):
     raised = []
     for run in (
         lambda conn: conn.execute(select(Event.id)),
-        lambda conn: record_event(
-            conn,
-            source="whmcs",
-            webhook_id="wh-557",
-            body_sha256="a" * 64,
-            parsed=parsed,
-            password_hash=None,
-            mappings=rt.settings.mappings,
-            now=NOW,
-        ),
+        lambda conn: record(conn, rt, parsed, "wh-557"),
     ):
         conn = rt.engine.connect()
         conn.begin()
